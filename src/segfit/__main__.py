@@ -1,0 +1,3 @@
+from segfit.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,52 @@
+"""What a model family provides to the engine (a Protocol: recipes share no base class).
+
+A recipe owns everything model-specific: building the model, its datasets and batches, the loss terms,
+evaluation, prediction and export. The engine calls only these methods.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+
+class ParamGroup(dict):
+    """``{"name": str, "params": list[(name, Parameter)], "lr": float}``: one learning rate for a set of parameters.
+
+    The engine splits each group again into decayed and non-decayed parameters (norms, biases, position embeddings).
+    """
+
+
+class Recipe(Protocol):
+    spec: Any
+    default_best_metric: str
+    """Validation metric that picks the ``best`` checkpoint unless ``train.best_metric`` says otherwise."""
+
+    def build_model(self) -> nn.Module:
+        """The model with ``model.checkpoint`` loaded (random weights if none) and frozen parts frozen."""
+        ...
+
+    def param_groups(self, model: nn.Module) -> list[ParamGroup]:
+        """Trainable parameters grouped by learning rate."""
+        ...
+
+    def train_dataset(self) -> Dataset:
+        """Training samples. ``__getitem__`` takes ``(index, seed)``: all randomness of a sample comes from ``seed``,
+        so a resumed run sees exactly the samples an uninterrupted one would."""
+        ...
+
+    def collate(self, samples: list[Any]) -> Any:
+        """Samples → one batch (tensors, lists and dicts; the engine moves tensors to the device)."""
+        ...
+
+    def training_step(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        """Forward pass and loss terms as scalars; the total under ``loss``. Other keys (e.g. ``iou``) are logged."""
+        ...
+
+    def evaluate(self, model: nn.Module, split: str, samples_dir: Path | None = None) -> dict[str, float]:
+        """Metrics on a data split (``val`` or ``test``); overlays written to ``samples_dir`` when given."""
+        ...

@@ -1,0 +1,171 @@
+"""Load a spec: YAML file + ``key=value`` overrides → typed, validated dataclasses.
+
+OmegaConf does the YAML reading, the dotted-override parsing and ``${...}`` interpolation; the typed check
+is ours, because it must name the full key path of every mistake and suggest the closest valid key.
+Precedence: dataclass defaults < spec file < command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from segfit.registry import spec_class_for
+from segfit.spec.schema import Spec
+
+
+class SpecError(ValueError):
+    """A spec problem, with the dotted key path it concerns."""
+
+
+def load_spec(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+    """Read ``path`` (may be None: overrides only), apply ``overrides`` and return the family's typed spec."""
+    raw = _read_raw(path, overrides)
+    name = (raw.get("model") or {}).get("name") if isinstance(raw.get("model"), dict) else None
+    if not name:
+        raise SpecError("model.name: missing; say which model family to use, e.g. model.name=sam2")
+    return from_dict(spec_class_for(name), raw)
+
+
+def _read_raw(path: str | Path | None, overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    try:
+        if path is None:
+            conf = OmegaConf.create({})
+        else:
+            path = Path(path)
+            if not path.is_file():
+                raise SpecError(f"spec file {path}: not found")
+            conf = OmegaConf.load(path)
+            if not isinstance(conf, type(OmegaConf.create({}))):
+                raise SpecError(f"spec file {path}: the top level must be a mapping of sections")
+        for item in overrides:
+            if "=" not in item:
+                raise SpecError(f"override {item!r}: expected key=value (dotted key, lists as a=[1,2])")
+        conf = OmegaConf.merge(conf, OmegaConf.from_dotlist(list(overrides)))
+        raw = OmegaConf.to_container(conf, resolve=True)
+    except yaml.YAMLError as err:
+        raise SpecError(f"spec file {path}: not valid YAML: {err}") from err
+    except OmegaConfBaseException as err:
+        raise SpecError(f"spec: {err}") from err
+    assert isinstance(raw, dict)
+    return raw
+
+
+def from_dict(cls: type, data: Any, path: str = "") -> Any:
+    """Build dataclass ``cls`` from plain ``data``, checking every key and value type."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{path or 'spec'}: expected a mapping of keys, got {type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        key_path = f"{path}.{key}" if path else str(key)
+        if key not in fields:
+            raise SpecError(f"{key_path}: unknown key{_suggest(cls, str(key), path)}")
+        kwargs[key] = _convert(hints[key], value, key_path)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise SpecError(f"{path or 'spec'}: {err}") from err
+
+
+def _convert(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise SpecError(f"{path}: must not be null")
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(arg, value, path)
+            except SpecError as err:
+                errors.append(str(err))
+        raise SpecError(errors[0] if len(errors) == 1 else f"{path}: {value!r} does not fit {_type_name(tp)}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise SpecError(f"{path}: {value!r} is not one of {', '.join(map(str, choices))}{hint}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise SpecError(f"{path}: expected a list, got {value!r} (write lists as key=[a,b])")
+        (item_tp,) = typing.get_args(tp)
+        return [_convert(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SpecError(f"{path}: expected a mapping, got {value!r}")
+        _, val_tp = typing.get_args(tp)
+        return {str(k): _convert(val_tp, v, f"{path}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, path)
+    if value is None:
+        raise SpecError(f"{path}: must not be null")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise SpecError(f"{path}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise SpecError(f"{path}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise SpecError(f"{path}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise SpecError(f"{path}: expected a string, got {value!r}")
+    raise SpecError(f"{path}: unsupported spec type {tp!r}")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _suggest(cls: type, key: str, path: str) -> str:
+    """A ' (did you mean ...?)' hint with the closest key of this section, else the list of valid keys."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {path + '.' if path else ''}{close[0]}?)"
+    return f"; valid keys here: {', '.join(names)}"
+
+
+def key_paths(cls: type, prefix: str = "") -> list[str]:
+    """Every dotted leaf key of a spec class (for docs and suggestions)."""
+    paths = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        inner = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)] or [tp]
+        if dataclasses.is_dataclass(inner[0]):
+            paths += key_paths(inner[0], f"{prefix}{f.name}.")
+        else:
+            paths.append(prefix + f.name)
+    return paths
+
+
+def to_dict(spec: Any) -> dict[str, Any]:
+    return dataclasses.asdict(spec)
+
+
+def save_resolved(spec: Spec, results_dir: str | Path | None = None) -> Path:
+    """Write the fully resolved spec to ``results_dir/spec.resolved.yaml`` and return its path."""
+    out = Path(results_dir or spec.results_dir) / "spec.resolved.yaml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(to_dict(spec), sort_keys=False))
+    return out
