@@ -74,7 +74,9 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:
-        raise SpecError(f"{path or 'spec'}: {err}") from err
+        # __post_init__ checks say "field: problem"; report them under the full key path
+        sep = "." if str(err).split(":")[0] in fields else ": "
+        raise SpecError(f"{path or 'spec'}{sep}{err}" if path else str(err)) from err
 
 
 def _convert(tp: Any, value: Any, path: str) -> Any:

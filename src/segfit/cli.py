@@ -1,0 +1,88 @@
+"""The ``segfit`` command: parse, load the spec, call a task. Nothing else lives here.
+
+Examples:
+    segfit data synth --kind image --out data/synth
+    segfit data check -e configs/sam2_demo.yaml
+    segfit train -e configs/sam2_demo.yaml train.max_steps=200 model.trainable=[mask_decoder]
+    segfit evaluate -e configs/sam2_demo.yaml evaluate.max_clicks=20
+    segfit inference -e configs/sam2_demo.yaml inference.input=photos/ inference.mode=automatic
+    segfit inference -e configs/sam2_demo.yaml inference.input=a.jpg inference.mode=prompted "inference.points=[[120,80]]"
+    segfit export -e configs/sam2_demo.yaml
+    segfit convert sam2.1_hiera_small.pt hf_sam2.1_small/
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from segfit import __version__
+
+SPEC_TASKS = {
+    "train": "fine-tune a model (auto-resumes from results_dir)",
+    "evaluate": "metrics of a checkpoint (default: the run's best) on data.test or data.val",
+    "inference": "run a checkpoint on images: prompted masks or an automatic instance map",
+    "export": "write a checkpoint in exchange formats (Hugging Face directory, official .pt)",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="segfit", description=__doc__.split("\n")[0], epilog="Examples:" + __doc__.split("Examples:")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"segfit {__version__}")
+    tasks = parser.add_subparsers(dest="task", required=True, metavar="TASK")
+    for name, help_text in SPEC_TASKS.items():
+        _add_spec_args(tasks.add_parser(name, help=help_text, description=help_text, allow_abbrev=False))
+
+    convert = tasks.add_parser("convert", help="official SAM 2 .pt <-> Hugging Face directory", allow_abbrev=False)
+    convert.add_argument("src", help="an official .pt (→ HF directory) or an HF directory / .safetensors (→ official .pt)")
+    convert.add_argument("dst", help="the output directory or .pt file")
+
+    data = tasks.add_parser("data", help="dataset tools: synth, check", allow_abbrev=False)
+    data_tasks = data.add_subparsers(dest="data_task", required=True, metavar="DATA_TASK")
+    synth = data_tasks.add_parser("synth", help="write a synthetic dataset (demo, tests)", allow_abbrev=False)
+    synth.add_argument("--kind", choices=["image"], default="image")
+    synth.add_argument("--format", choices=["labpics", "coco", "sa1b"], default="labpics")
+    synth.add_argument("--out", required=True, help="output folder (train/ and val/ inside)")
+    synth.add_argument("--num-train", type=int, default=16)
+    synth.add_argument("--num-val", type=int, default=4)
+    synth.add_argument("--size", default="240x320", help="HxW of the images")
+    synth.add_argument("--seed", type=int, default=0)
+    _add_spec_args(data_tasks.add_parser("check", help="validate the spec's dataset splits before training", allow_abbrev=False))
+    return parser
+
+
+def _add_spec_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-e", "--spec", required=True, help="spec YAML file")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, lists as a=[1,2]")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from segfit.data.records import DataError
+    from segfit.spec import SpecError, load_spec
+
+    try:
+        if args.task == "convert":
+            from segfit.tasks import convert
+
+            convert.run(args.src, args.dst)
+        elif args.task == "data" and args.data_task == "synth":
+            from segfit.tasks import data
+
+            height, width = (int(v) for v in args.size.lower().split("x"))
+            data.synth(args.out, args.format, args.num_train, args.num_val, (height, width), args.seed)
+        else:
+            spec = load_spec(args.spec, args.overrides)
+            if args.task == "data":
+                from segfit.tasks import data
+
+                return 0 if all(report.ok for report in data.check(spec)) else 1
+            importlib.import_module(f"segfit.tasks.{args.task}").run(spec)
+    except (SpecError, DataError, FileNotFoundError, ValueError) as err:
+        print(f"segfit {args.task}: error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,1 @@
+"""SAM 2 on Hugging Face ``transformers``: building, weights, checkpoint conversion, preprocessing, recipe."""

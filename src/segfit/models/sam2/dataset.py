@@ -1,0 +1,63 @@
+"""Training samples for SAM 2: record → object subset → augmentation → model-resolution tensors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from segfit.data.records import ImageRecord
+from segfit.data.safe import SafeReader
+from segfit.data.transforms import augment, select_objects
+from segfit.models.sam2.preprocess import preprocess_image, resize_masks
+from segfit.spec.schema import DataSpec
+
+
+class Sam2ImageDataset(Dataset):
+    """Items are ``(index, seed)``: every random choice of a sample comes from its seed (exact resume)."""
+
+    def __init__(self, reader: SafeReader, data: DataSpec, image_size: int):
+        self.reader = reader
+        self.data = data
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        index, seed = key
+        record = self._usable_record(index)
+        record = select_objects(record, self.data.max_num_objects, seed)
+        record = augment(record, self.data.augment, seed + 1)
+        return to_model_sample(record, self.image_size)
+
+    def _usable_record(self, index: int) -> ImageRecord:
+        """The record at ``index``, or the next one that loads and has objects (skipped samples are counted)."""
+        for offset in range(len(self.reader)):
+            record = self.reader.load((index + offset) % len(self.reader))
+            if record is not None and len(record.masks):
+                return record
+        raise RuntimeError(f"no usable training sample: all {len(self.reader)} images failed to load or have no objects")
+
+
+def to_model_sample(record: ImageRecord, image_size: int) -> dict[str, Any]:
+    """Stretch image and masks to the square model input, as the reference transforms do."""
+    valid = np.ones(record.size, bool) if record.ignore is None else ~record.ignore
+    return {
+        "image": preprocess_image(record.image, image_size),
+        "masks": resize_masks(record.masks, image_size),
+        "valid": resize_masks(valid[None], image_size)[0],
+        "source": record.source,
+    }
+
+
+def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Images stack; masks stay a list because images hold different numbers of objects."""
+    return {
+        "image": torch.stack([s["image"] for s in samples]),
+        "masks": [s["masks"] for s in samples],
+        "valid": torch.stack([s["valid"] for s in samples]),
+        "source": [s["source"] for s in samples],
+    }

@@ -1,0 +1,87 @@
+"""Image, mask, prompt and logit transforms between the original image frame and the SAM 2 input frame.
+
+They reproduce the reference ``SAM2Transforms`` exactly: the image is stretched (no letterbox) to a square
+``image_size`` × ``image_size`` input, so the two axes scale independently. Prompt coordinates are pixel
+coordinates: a click on pixel (column c, row r) is ``(x=c, y=r)``; they are only rescaled here, because the
+prompt encoder itself adds +0.5 to move onto pixel centres (as the reference does).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+def preprocess_image(image: np.ndarray | torch.Tensor, image_size: int) -> torch.Tensor:
+    """H×W×3 uint8 RGB → 3×S×S float32, ImageNet-normalised.
+
+    Same order as the reference: scale to [0, 1] first, then a bilinear antialiased resize of the *float*
+    tensor (torchvision ``Resize`` default), then normalise. Resizing uint8 or with PIL differs by about one
+    grey level, which moves mask logits by ~1e-2.
+    """
+    pixels = torch.as_tensor(image)
+    if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != torch.uint8:
+        raise ValueError(f"expected an H×W×3 uint8 RGB image, got shape {tuple(pixels.shape)} {pixels.dtype}")
+    chw = pixels.permute(2, 0, 1).float().div(255.0)
+    resized = TF.resize(chw, [image_size, image_size], interpolation=InterpolationMode.BILINEAR, antialias=True)
+    return TF.normalize(resized, list(MEAN), list(STD))
+
+
+def resize_masks(masks: torch.Tensor | np.ndarray, image_size: int) -> torch.Tensor:
+    """N×H×W bool → N×S×S bool by nearest neighbour.
+
+    ``nearest-exact`` samples pixel centres, so masks stay aligned with the image resize (which also uses
+    half-pixel centres) instead of drifting by up to one source pixel towards the top-left.
+    """
+    stack = torch.as_tensor(masks)
+    if stack.ndim != 3:
+        raise ValueError(f"expected N×H×W masks, got shape {tuple(stack.shape)}")
+    if stack.shape[0] == 0:
+        return torch.zeros((0, image_size, image_size), dtype=torch.bool)
+    resized = F.interpolate(stack[:, None].to(torch.uint8), size=(image_size, image_size), mode="nearest-exact")
+    return resized[:, 0].bool()
+
+
+def points_to_model(points: torch.Tensor, orig_hw: tuple[int, int], image_size: int) -> torch.Tensor:
+    """(..., 2) xy pixel coordinates in the original image → the model input frame: ``x·S/W``, ``y·S/H``.
+
+    A click on pixel (column c, row r) is ``(c, r)``; do not add 0.5, the prompt encoder does.
+    """
+    return _scale_xy(points, orig_hw, image_size)
+
+
+def boxes_to_model(boxes: torch.Tensor, orig_hw: tuple[int, int], image_size: int) -> torch.Tensor:
+    """(..., 4) xyxy pixel boxes in the original image → the model input frame (both corners as points)."""
+    if boxes.shape[-1] != 4:
+        raise ValueError(f"expected boxes with 4 values (x0, y0, x1, y1) in the last dimension, got {tuple(boxes.shape)}")
+    corners = boxes.reshape(*boxes.shape[:-1], 2, 2)
+    return _scale_xy(corners, orig_hw, image_size).reshape(boxes.shape)
+
+
+def masks_to_original(logits: torch.Tensor, orig_hw: tuple[int, int]) -> torch.Tensor:
+    """(..., h, w) low-resolution logits → (..., H, W) logits at the original size.
+
+    One bilinear step (align_corners=False) straight from the low-resolution logits, as the reference
+    ``postprocess_masks`` does; going through the square input size first would blur differently.
+    """
+    lead = logits.shape[:-2]
+    flat = logits.reshape(-1, 1, *logits.shape[-2:]).float()
+    resized = F.interpolate(flat, size=tuple(orig_hw), mode="bilinear", align_corners=False)
+    return resized.reshape(*lead, *orig_hw)
+
+
+def _scale_xy(points: torch.Tensor, orig_hw: tuple[int, int], image_size: int) -> torch.Tensor:
+    """Divide then multiply, in the reference's order, so results match it bit for bit."""
+    if points.shape[-1] != 2:
+        raise ValueError(f"expected points with 2 values (x, y) in the last dimension, got {tuple(points.shape)}")
+    height, width = orig_hw
+    points = points if points.is_floating_point() else points.float()
+    x = points[..., 0] / width * image_size
+    y = points[..., 1] / height * image_size
+    return torch.stack([x, y], dim=-1)

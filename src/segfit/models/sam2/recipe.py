@@ -1,0 +1,191 @@
+"""SAM 2 promptable segmentation on images: the recipe the engine and the tasks drive.
+
+Flow of a training step: images → image features (the encoder runs without gradients when frozen) → per image,
+clicks sampled inside each object's mask → mask decoder → low-res logits upsampled to the model resolution →
+focal + dice + IoU + object-score loss (best of the three masks for single clicks).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import Sam2Model
+
+from segfit.data.formats import open_split
+from segfit.data.safe import SafeReader
+from segfit.engine.recipe import ParamGroup
+from segfit.metrics.interactive import ClickMetrics, click_protocol
+from segfit.metrics.masks import MeanIoU, mask_iou
+from segfit.models.sam2 import dataset as sam2_dataset
+from segfit.models.sam2.build import build_sam2
+from segfit.models.sam2.export import export_model
+from segfit.models.sam2.features import image_embeddings
+from segfit.models.sam2.inference import run_inference
+from segfit.models.sam2.losses import LossWeights, sam2_losses
+from segfit.models.sam2.predict import predict_low_res
+from segfit.models.sam2.preprocess import boxes_to_model, masks_to_original, points_to_model, preprocess_image
+from segfit.models.sam2.prompts import center_points, mask_to_box, sample_points_in_masks
+from segfit.models.sam2.spec import Sam2Spec
+from segfit.spec.schema import SplitSpec
+from segfit.visualize import overlay, save_png, side_by_side
+
+# Which top-level parameters belong to which trainable part (HF Sam2Model names).
+PART_PREFIXES = {
+    "image_encoder": ("vision_encoder.", "no_memory_embedding"),
+    "prompt_encoder": ("prompt_encoder.", "shared_image_embedding."),
+    "mask_decoder": ("mask_decoder.",),
+}
+
+
+def part_of(param_name: str) -> str:
+    for part, prefixes in PART_PREFIXES.items():
+        if param_name.startswith(prefixes):
+            return part
+    raise KeyError(f"parameter {param_name} belongs to no SAM 2 part")
+
+
+class Sam2Recipe:
+    default_best_metric = "miou@1"
+
+    def __init__(self, spec: Sam2Spec):
+        self.spec = spec
+        self.loss_weights = LossWeights(**vars(spec.train.loss))
+
+    # ---- model -------------------------------------------------------------------------------------------
+    def build_model(self) -> Sam2Model:
+        m = self.spec.model
+        model = build_sam2(m.size, m.version, m.image_size, checkpoint=m.checkpoint)
+        for name, param in model.named_parameters():
+            param.requires_grad_(part_of(name) in m.trainable)
+        return model
+
+    def param_groups(self, model: nn.Module) -> list[ParamGroup]:
+        optim = self.spec.train.optim
+        vision = [(n, p) for n, p in model.named_parameters() if p.requires_grad and part_of(n) == "image_encoder"]
+        rest = [(n, p) for n, p in model.named_parameters() if p.requires_grad and part_of(n) != "image_encoder"]
+        groups = [ParamGroup(name="vision", params=vision, lr=optim.vision_lr)] if vision else []
+        return groups + ([ParamGroup(name="base", params=rest, lr=optim.base_lr)] if rest else [])
+
+    # ---- data --------------------------------------------------------------------------------------------
+    def _reader(self, split: SplitSpec) -> SafeReader:
+        return SafeReader(open_split(split, self.spec.data.min_object_area), self.spec.data.on_error)
+
+    def train_dataset(self) -> sam2_dataset.Sam2ImageDataset:
+        return sam2_dataset.Sam2ImageDataset(self._reader(self.spec.data.train), self.spec.data, self.spec.model.image_size)
+
+    def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        return sam2_dataset.collate(samples)
+
+    # ---- training ----------------------------------------------------------------------------------------
+    def training_step(self, model: Sam2Model, batch: dict[str, Any]) -> dict[str, Tensor]:
+        embeddings = image_embeddings(model, batch["image"], "image_encoder" in self.spec.model.trainable)
+        num_objects = sum(len(m) for m in batch["masks"])
+        totals: dict[str, Tensor] = {}
+        for b, gt in enumerate(batch["masks"]):
+            # the same click count for every object of an image keeps the prompt tensor rectangular
+            k = int(torch.randint(1, self.spec.train.prompts.max_points + 1, ()))
+            points, labels = sample_points_in_masks(gt, k)
+            out = model(
+                image_embeddings=[e[b : b + 1] for e in embeddings],
+                input_points=points[None],
+                input_labels=labels[None],
+                multimask_output=self.spec.model.multimask_output and k == 1,
+            )
+            logits = F.interpolate(out.pred_masks[0], size=gt.shape[-2:], mode="bilinear", align_corners=False)
+            terms = sam2_losses(
+                logits, out.iou_scores[0], gt, out.object_score_logits[0], self.loss_weights, valid=batch["valid"][b]
+            )
+            for key, value in terms.items():  # weight by objects: the loss is a mean over all objects of the batch
+                totals[key] = totals.get(key, 0) + value * len(gt) / num_objects
+        return totals
+
+    # ---- tasks -------------------------------------------------------------------------------------------
+    def run_inference(self, model: Sam2Model, out_dir: Path) -> list[Path]:
+        return run_inference(model, self.spec, out_dir)
+
+    def export(self, model: Sam2Model, out_dir: Path) -> list[Path]:
+        return export_model(model, self.spec.export.formats, out_dir)
+
+    # ---- evaluation --------------------------------------------------------------------------------------
+    def eval_split(self, split: str) -> SplitSpec:
+        data = self.spec.data
+        chosen = data.val if split == "val" else (data.test or data.val)
+        if chosen is None:
+            raise ValueError(f"data.{split}: no split to evaluate on; set data.val (or data.test)")
+        return chosen
+
+    @torch.no_grad()
+    def evaluate(self, model: Sam2Model, split: str, samples_dir: Path | None = None) -> dict[str, float]:
+        """Click protocol (1st click farthest from the boundary, then centres of the largest error) + box prompts."""
+        spec, device = self.spec, next(model.parameters()).device
+        reader = self._reader(self.eval_split(split))
+        clicks, boxes, rows = ClickMetrics(), MeanIoU(), []
+        limit = min(len(reader), spec.evaluate.max_images or len(reader))
+        for i in range(limit):
+            record = reader.load(i)
+            if record is None or not len(record.masks):
+                continue
+            embeddings = image_embeddings(model, preprocess_image(record.image, spec.model.image_size)[None].to(device), False)
+            gt_all = torch.from_numpy(record.masks).to(device)
+            valid = None if record.ignore is None else torch.from_numpy(~record.ignore).to(device)
+            image_clicks, image_boxes = [], []
+            for start in range(0, len(gt_all), spec.evaluate.object_batch):
+                gt = gt_all[start : start + spec.evaluate.object_batch]
+                predict = self._click_predictor(model, embeddings, record.size)
+                image_clicks.append(click_protocol(gt, predict, spec.evaluate.max_clicks, valid))
+                image_boxes.append(mask_iou(self._predict_boxes(model, embeddings, mask_to_box(gt), record.size), gt, valid))
+            ious, box_ious = torch.cat(image_clicks), torch.cat(image_boxes)
+            clicks.update(ious)
+            boxes.update(box_ious)
+            rows.append({"image": record.source, "objects": len(gt_all), "miou@1": ious[:, 0].mean().item(),
+                         f"miou@{spec.evaluate.max_clicks}": ious[:, -1].mean().item(), "box_miou": box_ious.mean().item()})
+            if samples_dir is not None and len(rows) <= spec.evaluate.num_samples:
+                self._write_sample(model, embeddings, record, gt_all, samples_dir)
+        if not rows:
+            raise ValueError(f"data.{split}: no image with objects could be evaluated ({len(reader.skipped)} skipped)")
+        if samples_dir is not None:
+            _write_rows(samples_dir / "per_image.csv", rows)
+        return {**clicks.compute(), "box_miou": boxes.compute(), "num_images": len(rows), "num_objects": clicks.count,
+                "skipped_images": len(reader.skipped)}
+
+    def _click_predictor(self, model: Sam2Model, embeddings: list[Tensor], orig_hw: tuple[int, int]) -> Callable:
+        """The click protocol's predict function: original-pixel clicks → original-size masks."""
+        size = self.spec.model.image_size
+
+        def predict(points: Tensor, labels: Tensor, prev: Tensor | None) -> tuple[Tensor, Tensor]:
+            multimask = self.spec.model.multimask_output and points.shape[1] == 1
+            low, scores, _ = predict_low_res(model, embeddings, points_to_model(points, orig_hw, size), labels,
+                                             mask_input=prev, multimask_output=multimask)
+            best = low[torch.arange(len(low)), scores.argmax(1)][:, None]
+            return masks_to_original(best, orig_hw)[:, 0] > 0, best
+
+        return predict
+
+    def _predict_boxes(self, model: Sam2Model, embeddings: list[Tensor], boxes: Tensor, orig_hw: tuple[int, int]) -> Tensor:
+        size = self.spec.model.image_size
+        low, _, _ = predict_low_res(model, embeddings, None, None, boxes_model_frame=boxes_to_model(boxes.float(), orig_hw, size))
+        return masks_to_original(low[:, :1], orig_hw)[:, 0] > 0
+
+    def _write_sample(self, model: Sam2Model, embeddings: list[Tensor], record: Any, gt: Tensor, out_dir: Path) -> None:
+        """Ground truth | 1-click prediction, with the clicks drawn."""
+        points, labels = center_points(gt)
+        pred, _ = self._click_predictor(model, embeddings, record.size)(points, labels, None)
+        panel = side_by_side(
+            overlay(record.image, gt.cpu().numpy()),
+            overlay(record.image, pred.cpu().numpy(), points=points.cpu().numpy(), labels=labels.cpu().numpy()),
+            titles=["ground truth", "prediction (1 click)"],
+        )
+        save_png(out_dir / f"{Path(record.source).stem}.png", panel)
+
+
+def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

@@ -1,0 +1,32 @@
+"""Pieces every task shares: the recipe for a spec, and a model with the right weights on the right device."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from segfit.engine.checkpoint import find_checkpoint
+from segfit.engine.distributed import resolve_device
+from segfit.registry import recipe_for
+
+
+def weights_for(spec: Any, explicit: str | None) -> str | None:
+    """An explicit checkpoint, else the run's ``best`` (or ``last``) one, else ``model.checkpoint``."""
+    if explicit:
+        path = Path(explicit)
+        return str(path / "model.safetensors" if (path / "model.safetensors").is_file() and not (path / "config.json").is_file() else path)
+    found = find_checkpoint(Path(spec.results_dir), "best")
+    return str(found / "model.safetensors") if found else spec.model.checkpoint
+
+
+def recipe_with_model(spec: Any, explicit_checkpoint: str | None) -> tuple[Any, torch.nn.Module]:
+    """The family's recipe and its model loaded with the task's weights, in eval mode on ``train.device``."""
+    weights = weights_for(spec, explicit_checkpoint)
+    spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, checkpoint=weights))
+    recipe = recipe_for(spec)
+    model = recipe.build_model().to(resolve_device(spec.train.device)).eval()
+    print(f"weights: {weights or 'random initialisation (no checkpoint found or given)'}")
+    return recipe, model

@@ -1,0 +1,14 @@
+"""``segfit train``: save the resolved spec, then run the engine with the family's recipe."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from segfit.engine.trainer import train
+from segfit.registry import recipe_for
+from segfit.spec import save_resolved
+
+
+def run(spec: Any) -> dict[str, Any]:
+    print(f"resolved spec: {save_resolved(spec)}")
+    return train(recipe_for(spec), spec)
