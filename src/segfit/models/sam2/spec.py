@@ -27,6 +27,7 @@ class Sam2ModelSpec(ModelSpec):
     size: Literal["test", "tiny", "small", "base_plus", "large"] = "tiny"
     """Official sizes, plus ``test``: a deliberately tiny variant for fast tests."""
     version: Literal["2.0", "2.1"] = "2.1"
+    """SAM 2.0 (July 2024) or 2.1 checkpoints; must match ``checkpoint`` (loading names the mismatch)."""
     image_size: int = 1024
     """Square model input; images are stretched to it (as SAM 2 does), outputs mapped back to the original size."""
     trainable: list[Part] = field(default_factory=lambda: ["prompt_encoder", "mask_decoder"])

@@ -1,0 +1,183 @@
+"""Prompt simulation for SAM 2 training and evaluation: clicks and boxes derived from ground-truth masks.
+
+Follows the official trainer's maths (``sam2/modeling/sam2_utils.py``): box noise, uniform error-region clicks
+and RITM-style error-centre clicks. Conventions shared by every function here:
+
+- masks are ``(N, H, W)`` bool, one per object; outputs are batched over the same N objects;
+- points are ``(x, y)`` = (column, row) of a pixel in the masks' frame, float32, with no +0.5 (the SAM 2 prompt
+  encoder adds it);
+- labels are int64: 1 positive click, 0 negative click, -1 "not a point" (padding the model ignores), 2 / 3 the
+  top-left / bottom-right box corners.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+POSITIVE, NEGATIVE, NOT_A_POINT, BOX_TOP_LEFT, BOX_BOTTOM_RIGHT = 1, 0, -1, 2, 3
+
+
+def _check_masks(masks: Tensor, name: str = "masks") -> None:
+    if masks.dim() != 3 or masks.dtype != torch.bool:
+        raise ValueError(f"{name}: expected an (N, H, W) bool tensor, got {tuple(masks.shape)} {masks.dtype}")
+
+
+def _flat_index_to_xy(index: Tensor, width: int) -> Tensor:
+    """Raster index → float ``(x, y)`` in the last dimension."""
+    return torch.stack((index % width, torch.div(index, width, rounding_mode="floor")), dim=-1).float()
+
+
+def sample_points_in_masks(
+    masks: Tensor, num_points: int, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
+    """``num_points`` positive clicks drawn uniformly inside each mask.
+
+    Points are distinct when the mask has at least ``num_points`` pixels, else drawn with replacement.
+    An empty mask yields label -1 points at (0, 0), so a batch stays rectangular.
+    ``generator`` must live on the masks' device. Returns points ``(N, num_points, 2)``, labels ``(N, num_points)``.
+    """
+    _check_masks(masks)
+    if num_points < 1:
+        raise ValueError(f"num_points: must be at least 1, got {num_points}")
+    n, h, w = masks.shape
+    flat = masks.reshape(n, h * w)
+    area = flat.sum(dim=1)
+    # With replacement: the r-th mask pixel (r uniform in [0, area)) located through the running pixel count.
+    rank = (torch.rand(n, num_points, generator=generator, device=masks.device) * area[:, None]).long()
+    running = flat.long().cumsum(dim=1)
+    index = torch.searchsorted(running, rank + 1).clamp_max(h * w - 1)
+    if num_points <= h * w:
+        # Without replacement: the mask pixels with the largest random keys form a uniform random subset.
+        keys = torch.rand(n, h * w, generator=generator, device=masks.device).masked_fill(~flat, -1.0)
+        distinct = keys.topk(num_points, dim=1).indices
+        index = torch.where((area >= num_points)[:, None], distinct, index)
+    empty = (area == 0)[:, None]
+    points = _flat_index_to_xy(index.masked_fill(empty, 0), w)
+    labels = torch.full((n, num_points), POSITIVE, dtype=torch.long, device=masks.device).masked_fill(empty, NOT_A_POINT)
+    return points, labels
+
+
+def distance_to_boundary(masks: Tensor) -> Tensor:
+    """Euclidean distance of every mask pixel to the nearest pixel outside the mask (0 outside), as float32.
+
+    The image border counts as outside (1-px zero padding), as in the official error-centre sampler; OpenCV's
+    exact L2 transform (``DIST_L2``, mask size 0) keeps the farthest pixel identical to the reference.
+    """
+    _check_masks(masks)
+    padded = np.pad(masks.cpu().numpy().astype(np.uint8), ((0, 0), (1, 1), (1, 1)))
+    dist = np.stack([cv2.distanceTransform(m, cv2.DIST_L2, 0)[1:-1, 1:-1] for m in padded]) if len(padded) else padded[:, 1:-1, 1:-1].astype(np.float32)
+    return torch.from_numpy(dist).to(masks.device)
+
+
+def _farthest_pixel(dist: Tensor) -> tuple[Tensor, Tensor]:
+    """(largest distance, its first raster index) per ``(N, H, W)`` map — first, as numpy's argmax in the reference."""
+    flat = dist.flatten(1)
+    best, index = flat.max(dim=1)
+    first = (flat == best[:, None]).float().argmax(dim=1)  # explicit first-occurrence tie-breaking on every device
+    return best, torch.where(best > 0, first, index.new_zeros(()))
+
+
+def center_points(masks: Tensor) -> tuple[Tensor, Tensor]:
+    """One positive click per object at the mask pixel farthest from its boundary (RITM's first click).
+
+    Returns points ``(N, 1, 2)`` and labels ``(N, 1)``; an empty mask gives label -1 at (0, 0).
+    """
+    best, index = _farthest_pixel(distance_to_boundary(masks))
+    labels = torch.where(best > 0, POSITIVE, NOT_A_POINT).long()
+    return _flat_index_to_xy(index, masks.shape[-1])[:, None], labels[:, None]
+
+
+def next_click(
+    gt: Tensor, pred: Tensor | None, method: str = "center", generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
+    """One correction click per object from the errors of ``pred`` against ``gt`` (both ``(N, H, W)`` bool).
+
+    ``pred=None`` means nothing predicted yet (the click then comes from ``gt``).
+
+    - ``center`` (evaluation, RITM): the pixel farthest from the boundary of the false-negative or the
+      false-positive region, whichever reaches farther; positive if it is the false-negative one (ties → negative).
+    - ``uniform`` (training): a pixel drawn uniformly from the union of both error regions, labelled by its region.
+
+    A prediction with no error gets a negative click in the background (uniform there for ``uniform``; farthest
+    from the object for ``center``, where the reference would click (0, 0) even inside the object). No background,
+    or an empty ``gt`` with an empty prediction, gives label -1 (nothing to click). Returns ``(N, 1, 2)``, ``(N, 1)``.
+    """
+    _check_masks(gt, "gt")
+    pred = torch.zeros_like(gt) if pred is None else pred
+    _check_masks(pred, "pred")
+    if pred.shape != gt.shape:
+        raise ValueError(f"pred: shape {tuple(pred.shape)} differs from gt {tuple(gt.shape)}")
+    n, h, w = gt.shape
+    false_neg, false_pos = gt & ~pred, ~gt & pred
+    correct = ~(false_neg | false_pos).flatten(1).any(dim=1)
+    background_click = correct[:, None, None] & ~gt  # where the no-error case clicks negatively
+    if method == "center":
+        dist = distance_to_boundary(torch.cat((false_neg, false_pos | background_click)))
+        (fn_best, fp_best), (fn_index, fp_index) = (t.split(n) for t in _farthest_pixel(dist))
+        positive = fn_best > fp_best
+        index = torch.where(positive, fn_index, fp_index)
+    elif method == "uniform":
+        region = false_neg | false_pos | background_click
+        keys = torch.rand(n, h * w, generator=generator, device=gt.device).masked_fill(~region.flatten(1), -1.0)
+        index = keys.argmax(dim=1)
+        positive = false_neg.flatten(1).gather(1, index[:, None])[:, 0]
+    else:
+        raise ValueError(f"next_click: unknown method {method!r}; use 'center' or 'uniform'")
+    nothing = ~(false_neg | false_pos | background_click).flatten(1).any(dim=1) | ~(gt | pred).flatten(1).any(dim=1)
+    labels = torch.where(nothing, NOT_A_POINT, positive.long())
+    points = _flat_index_to_xy(index.masked_fill(nothing, 0), w)
+    return points[:, None], labels[:, None]
+
+
+def mask_to_box(masks: Tensor) -> Tensor:
+    """Tight ``(x0, y0, x1, y1)`` box per mask: min / max pixel column and row (inclusive, as the reference).
+
+    Returns ``(N, 4)`` float32; an empty mask gives a zero box.
+    """
+    _check_masks(masks)
+    n, h, w = masks.shape
+    cols, rows = masks.any(dim=1), masks.any(dim=2)  # (N, W), (N, H)
+    xs = torch.arange(w, device=masks.device)
+    ys = torch.arange(h, device=masks.device)
+    box = torch.stack(
+        (
+            torch.where(cols, xs, w).amin(dim=1),
+            torch.where(rows, ys, h).amin(dim=1),
+            torch.where(cols, xs, -1).amax(dim=1),
+            torch.where(rows, ys, -1).amax(dim=1),
+        ),
+        dim=1,
+    )
+    return box.masked_fill(~cols.any(dim=1)[:, None], 0).float()
+
+
+def noisy_boxes(
+    masks: Tensor, noise: float = 0.1, noise_bound: float = 20, generator: torch.Generator | None = None
+) -> Tensor:
+    """Tight boxes with each side moved by uniform noise in ±min(noise · box size, noise_bound) pixels.
+
+    The official trainer's box jitter (SAM's defaults: 10 % of the box width / height, at most 20 px), with the
+    box then clamped to the image ``[0, W-1] × [0, H-1]``. Returns ``(N, 4)`` float32 xyxy.
+    """
+    box = mask_to_box(masks)
+    if noise <= 0:
+        return box
+    h, w = masks.shape[-2:]
+    bound = torch.tensor(float(noise_bound), device=masks.device)
+    max_dx = torch.minimum((box[:, 2] - box[:, 0]) * noise, bound)
+    max_dy = torch.minimum((box[:, 3] - box[:, 1]) * noise, bound)
+    jitter = 2 * torch.rand(len(box), 4, generator=generator, device=masks.device) - 1
+    box = box + jitter * torch.stack((max_dx, max_dy, max_dx, max_dy), dim=1)
+    upper = torch.tensor([w - 1, h - 1, w - 1, h - 1], dtype=box.dtype, device=box.device)
+    return torch.minimum(box.clamp_min(0), upper)
+
+
+def box_to_points(boxes: Tensor) -> tuple[Tensor, Tensor]:
+    """``(N, 4)`` xyxy boxes → corner points ``(N, 2, 2)`` with labels ``(N, 2)`` = (2, 3), for models fed boxes as points."""
+    if boxes.dim() != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"boxes: expected an (N, 4) tensor, got {tuple(boxes.shape)}")
+    labels = torch.tensor([BOX_TOP_LEFT, BOX_BOTTOM_RIGHT], dtype=torch.long, device=boxes.device).expand(len(boxes), 2)
+    return boxes.float().reshape(-1, 2, 2), labels.clone()
