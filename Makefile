@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 
 # Meta's reference SAM 2 (test-only: the exactness tests compare against it); no CUDA extension build.
 $(VENV)/.reference: $(STAMP)
-	$(BIN)/pip install -q hydra-core iopath portalocker
+	$(BIN)/pip install -q hydra-core iopath portalocker tensordict
 	SAM2_BUILD_CUDA=0 $(BIN)/pip install -q --no-build-isolation --no-deps sam2==1.1.0
 	touch $@
 

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from transformers import Sam2Model
 
-from segfit.data.image_io import IMAGE_EXTENSIONS, read_image
+from segfit.data.image_io import list_images, read_image
 from segfit.data.records import DataError
 from segfit.models.sam2.automatic import AutoMapConfig, automatic_map
 from segfit.models.sam2.predict import Sam2Predictor, best_mask
@@ -19,16 +19,14 @@ from segfit.models.sam2.spec import Sam2Spec
 from segfit.visualize import colorize, overlay, save_png
 
 
-def list_images(path: str | Path) -> list[Path]:
+def input_images(path: str | Path) -> list[Path]:
+    """``inference.input``: one image file, or every image of a folder."""
     path = Path(path)
     if path.is_file():
         return [path]
-    if path.is_dir():
-        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-        if images:
-            return images
-        raise DataError(str(path), f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in this folder")
-    raise DataError(str(path), "inference.input: no such file or folder")
+    if not path.exists():
+        raise DataError(str(path), "inference.input: no such file or folder")
+    return list(list_images(path).values())
 
 
 def run_inference(model: Sam2Model, spec: Sam2Spec, out_dir: Path) -> list[Path]:
@@ -40,12 +38,12 @@ def run_inference(model: Sam2Model, spec: Sam2Spec, out_dir: Path) -> list[Path]
     predictor = Sam2Predictor(model, spec.model.image_size, device)
     prompts = _load_prompts(inf.prompts_json) if inf.prompts_json else None
     written = []
-    for path in list_images(inf.input):
+    for path in input_images(inf.input):
         image = read_image(path)
-        predictor.set_image(image)
-        if inf.mode == "automatic":
+        if inf.mode == "automatic":  # automatic_map sets the image itself
             written += _automatic(predictor, image, path, spec, out_dir)
         else:
+            predictor.set_image(image)
             objects = prompts.get(path.name, prompts.get(path.stem, [])) if prompts is not None else _cli_objects(spec)
             written += _prompted(predictor, image, path, objects, inf.multimask_output, out_dir)
     return written

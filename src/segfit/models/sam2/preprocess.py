@@ -25,7 +25,7 @@ def preprocess_image(image: np.ndarray | torch.Tensor, image_size: int) -> torch
     tensor (torchvision ``Resize`` default), then normalise. Resizing uint8 or with PIL differs by about one
     grey level, which moves mask logits by ~1e-2.
     """
-    pixels = torch.as_tensor(image)
+    pixels = torch.tensor(image) if isinstance(image, np.ndarray) else image  # copy: decoded arrays may be read-only
     if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != torch.uint8:
         raise ValueError(f"expected an H×W×3 uint8 RGB image, got shape {tuple(pixels.shape)} {pixels.dtype}")
     chw = pixels.permute(2, 0, 1).float().div(255.0)

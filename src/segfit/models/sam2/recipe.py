@@ -29,7 +29,7 @@ from segfit.models.sam2.inference import run_inference
 from segfit.models.sam2.losses import LossWeights, sam2_losses
 from segfit.models.sam2.predict import predict_low_res
 from segfit.models.sam2.preprocess import boxes_to_model, masks_to_original, points_to_model, preprocess_image
-from segfit.models.sam2.prompts import center_points, mask_to_box, sample_points_in_masks
+from segfit.prompts import center_points, mask_to_box, sample_points_in_masks
 from segfit.models.sam2.spec import Sam2Spec
 from segfit.spec.schema import SplitSpec
 from segfit.visualize import overlay, save_png, side_by_side

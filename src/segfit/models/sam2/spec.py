@@ -87,7 +87,7 @@ class Sam2AutomaticSpec:
     """Use a regular grid of ⌈√num_points⌉² cell centres instead of random points."""
     batch_size: int = 16
     overlap_threshold: float = 0.15
-    """A mask joins the map only if less than this fraction of it overlaps masks already placed."""
+    """A mask joins the map (on its still-free pixels) only if at most this fraction of it overlaps masks already placed."""
     min_score: float = 0.0
     min_area: int = 0
     region: str | None = None

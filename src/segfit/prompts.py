@@ -1,4 +1,4 @@
-"""Prompt simulation for SAM 2 training and evaluation: clicks and boxes derived from ground-truth masks.
+"""Prompt simulation from ground-truth masks (clicks and boxes), shared by promptable models and the click metric.
 
 Follows the official trainer's maths (``sam2/modeling/sam2_utils.py``): box noise, uniform error-region clicks
 and RITM-style error-centre clicks. Conventions shared by every function here:
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-POSITIVE, NEGATIVE, NOT_A_POINT, BOX_TOP_LEFT, BOX_BOTTOM_RIGHT = 1, 0, -1, 2, 3
+POSITIVE, NOT_A_POINT, BOX_TOP_LEFT, BOX_BOTTOM_RIGHT = 1, -1, 2, 3
 
 
 def _check_masks(masks: Tensor, name: str = "masks") -> None:
@@ -28,6 +28,17 @@ def _check_masks(masks: Tensor, name: str = "masks") -> None:
 def _flat_index_to_xy(index: Tensor, width: int) -> Tensor:
     """Raster index → float ``(x, y)`` in the last dimension."""
     return torch.stack((index % width, torch.div(index, width, rounding_mode="floor")), dim=-1).float()
+
+
+def _random_pixels(regions: Tensor, count: int, generator: torch.Generator | None) -> Tensor:
+    """``count`` raster indices per ``(N, H·W)`` bool row, uniform over its True pixels, with replacement (0 for an
+    empty row): the r-th True pixel, r uniform in [0, area), found in the running pixel count (no full noise map)."""
+    area = regions.sum(dim=1, keepdim=True, dtype=torch.int32)
+    rank = (torch.rand(len(regions), count, generator=generator, device=regions.device) * area).int()
+    rank = torch.minimum(rank, area - 1)  # u · area can round up to area in float32 for large areas
+    running = regions.cumsum(dim=1, dtype=torch.int32)
+    index = torch.searchsorted(running, rank + 1).clamp_max(regions.shape[1] - 1)
+    return index.masked_fill(area == 0, 0)
 
 
 def sample_points_in_masks(
@@ -45,39 +56,38 @@ def sample_points_in_masks(
     n, h, w = masks.shape
     flat = masks.reshape(n, h * w)
     area = flat.sum(dim=1)
-    # With replacement: the r-th mask pixel (r uniform in [0, area)) located through the running pixel count.
-    rank = (torch.rand(n, num_points, generator=generator, device=masks.device) * area[:, None]).long()
-    running = flat.long().cumsum(dim=1)
-    index = torch.searchsorted(running, rank + 1).clamp_max(h * w - 1)
-    if num_points <= h * w:
-        # Without replacement: the mask pixels with the largest random keys form a uniform random subset.
+    distinct = (area >= num_points)[:, None]
+    if num_points == 1 or not distinct.any():  # one draw is always distinct
+        index = _random_pixels(flat, num_points, generator)
+    else:
+        # The mask pixels with the largest random keys form a uniform random subset.
         keys = torch.rand(n, h * w, generator=generator, device=masks.device).masked_fill(~flat, -1.0)
-        distinct = keys.topk(num_points, dim=1).indices
-        index = torch.where((area >= num_points)[:, None], distinct, index)
-    empty = (area == 0)[:, None]
-    points = _flat_index_to_xy(index.masked_fill(empty, 0), w)
-    labels = torch.full((n, num_points), POSITIVE, dtype=torch.long, device=masks.device).masked_fill(empty, NOT_A_POINT)
-    return points, labels
+        index = torch.where(distinct, keys.topk(num_points, dim=1).indices, _random_pixels(flat, num_points, generator))
+    labels = torch.full((n, num_points), POSITIVE, dtype=torch.long, device=masks.device)
+    return _flat_index_to_xy(index, w), labels.masked_fill((area == 0)[:, None], NOT_A_POINT)
 
 
-def distance_to_boundary(masks: Tensor) -> Tensor:
-    """Euclidean distance of every mask pixel to the nearest pixel outside the mask (0 outside), as float32.
+def _farthest_from_boundary(masks: Tensor) -> tuple[Tensor, Tensor]:
+    """Per mask, the largest Euclidean distance of a mask pixel to the nearest pixel outside the mask, and the
+    raster index of the first pixel that reaches it (both 0 for an empty mask).
 
-    The image border counts as outside (1-px zero padding), as in the official error-centre sampler; OpenCV's
-    exact L2 transform (``DIST_L2``, mask size 0) keeps the farthest pixel identical to the reference.
+    The image border counts as outside (1-px zero padding) and OpenCV's exact L2 transform (``DIST_L2``, mask size
+    0) is used, as in the official error-centre sampler, so the pixel is the reference's. Each mask is cropped to its
+    box first: with the zero ring around the crop the distances inside are unchanged, and raster order within a crop
+    agrees with the image's, but small regions cost little.
     """
-    _check_masks(masks)
-    padded = np.pad(masks.cpu().numpy().astype(np.uint8), ((0, 0), (1, 1), (1, 1)))
-    dist = np.stack([cv2.distanceTransform(m, cv2.DIST_L2, 0)[1:-1, 1:-1] for m in padded]) if len(padded) else padded[:, 1:-1, 1:-1].astype(np.float32)
-    return torch.from_numpy(dist).to(masks.device)
-
-
-def _farthest_pixel(dist: Tensor) -> tuple[Tensor, Tensor]:
-    """(largest distance, its first raster index) per ``(N, H, W)`` map — first, as numpy's argmax in the reference."""
-    flat = dist.flatten(1)
-    best, index = flat.max(dim=1)
-    first = (flat == best[:, None]).float().argmax(dim=1)  # explicit first-occurrence tie-breaking on every device
-    return best, torch.where(best > 0, first, index.new_zeros(()))
+    w = masks.shape[-1]
+    boxes = mask_to_box(masks).long().tolist()
+    arrays = masks.cpu().numpy()
+    best = torch.zeros(len(boxes))
+    index = torch.zeros(len(boxes), dtype=torch.long)
+    for i, (x0, y0, x1, y1) in enumerate(boxes):
+        crop = np.pad(arrays[i, y0 : y1 + 1, x0 : x1 + 1].astype(np.uint8), 1)
+        dist = cv2.distanceTransform(crop, cv2.DIST_L2, 0)[1:-1, 1:-1]
+        row, col = divmod(int(dist.argmax()), dist.shape[1])
+        best[i] = float(dist[row, col])
+        index[i] = (y0 + row) * w + x0 + col
+    return best.to(masks.device), index.to(masks.device)
 
 
 def center_points(masks: Tensor) -> tuple[Tensor, Tensor]:
@@ -85,7 +95,8 @@ def center_points(masks: Tensor) -> tuple[Tensor, Tensor]:
 
     Returns points ``(N, 1, 2)`` and labels ``(N, 1)``; an empty mask gives label -1 at (0, 0).
     """
-    best, index = _farthest_pixel(distance_to_boundary(masks))
+    _check_masks(masks)
+    best, index = _farthest_from_boundary(masks)
     labels = torch.where(best > 0, POSITIVE, NOT_A_POINT).long()
     return _flat_index_to_xy(index, masks.shape[-1])[:, None], labels[:, None]
 
@@ -101,32 +112,32 @@ def next_click(
       false-positive region, whichever reaches farther; positive if it is the false-negative one (ties → negative).
     - ``uniform`` (training): a pixel drawn uniformly from the union of both error regions, labelled by its region.
 
-    A prediction with no error gets a negative click in the background (uniform there for ``uniform``; farthest
-    from the object for ``center``, where the reference would click (0, 0) even inside the object). No background,
-    or an empty ``gt`` with an empty prediction, gives label -1 (nothing to click). Returns ``(N, 1, 2)``, ``(N, 1)``.
+    A prediction with no error gets a negative click in the background (uniform there for ``uniform``; for
+    ``center`` the background pixel farthest from the object and the image border, where the reference would click
+    (0, 0) even when that lies inside the object). No background, or an empty ``gt`` with an empty prediction,
+    gives label -1 (nothing to click). Returns points ``(N, 1, 2)`` and labels ``(N, 1)``.
     """
     _check_masks(gt, "gt")
     pred = torch.zeros_like(gt) if pred is None else pred
     _check_masks(pred, "pred")
     if pred.shape != gt.shape:
         raise ValueError(f"pred: shape {tuple(pred.shape)} differs from gt {tuple(gt.shape)}")
-    n, h, w = gt.shape
+    n, w = len(gt), gt.shape[-1]
     false_neg, false_pos = gt & ~pred, ~gt & pred
-    correct = ~(false_neg | false_pos).flatten(1).any(dim=1)
-    background_click = correct[:, None, None] & ~gt  # where the no-error case clicks negatively
+    correct = ~(false_neg | false_pos).flatten(1).any(dim=1) & gt.flatten(1).any(dim=1)
+    background_click = correct[:, None, None] & ~gt  # where a correctly found object gets its negative click
+    region = false_neg | false_pos | background_click
     if method == "center":
-        dist = distance_to_boundary(torch.cat((false_neg, false_pos | background_click)))
-        (fn_best, fp_best), (fn_index, fp_index) = (t.split(n) for t in _farthest_pixel(dist))
+        best, where = _farthest_from_boundary(torch.cat((false_neg, false_pos | background_click)))
+        (fn_best, fp_best), (fn_index, fp_index) = best.split(n), where.split(n)
         positive = fn_best > fp_best
         index = torch.where(positive, fn_index, fp_index)
     elif method == "uniform":
-        region = false_neg | false_pos | background_click
-        keys = torch.rand(n, h * w, generator=generator, device=gt.device).masked_fill(~region.flatten(1), -1.0)
-        index = keys.argmax(dim=1)
+        index = _random_pixels(region.flatten(1), 1, generator)[:, 0]
         positive = false_neg.flatten(1).gather(1, index[:, None])[:, 0]
     else:
         raise ValueError(f"next_click: unknown method {method!r}; use 'center' or 'uniform'")
-    nothing = ~(false_neg | false_pos | background_click).flatten(1).any(dim=1) | ~(gt | pred).flatten(1).any(dim=1)
+    nothing = ~region.flatten(1).any(dim=1)
     labels = torch.where(nothing, NOT_A_POINT, positive.long())
     points = _flat_index_to_xy(index.masked_fill(nothing, 0), w)
     return points[:, None], labels[:, None]
@@ -138,7 +149,7 @@ def mask_to_box(masks: Tensor) -> Tensor:
     Returns ``(N, 4)`` float32; an empty mask gives a zero box.
     """
     _check_masks(masks)
-    n, h, w = masks.shape
+    _, h, w = masks.shape
     cols, rows = masks.any(dim=1), masks.any(dim=2)  # (N, W), (N, H)
     xs = torch.arange(w, device=masks.device)
     ys = torch.arange(h, device=masks.device)
@@ -176,8 +187,8 @@ def noisy_boxes(
 
 
 def box_to_points(boxes: Tensor) -> tuple[Tensor, Tensor]:
-    """``(N, 4)`` xyxy boxes → corner points ``(N, 2, 2)`` with labels ``(N, 2)`` = (2, 3), for models fed boxes as points."""
+    """``(N, 4)`` xyxy boxes → corner points ``(N, 2, 2)``, labels ``(N, 2)`` = (2, 3): for models fed boxes as points."""
     if boxes.dim() != 2 or boxes.shape[1] != 4:
         raise ValueError(f"boxes: expected an (N, 4) tensor, got {tuple(boxes.shape)}")
-    labels = torch.tensor([BOX_TOP_LEFT, BOX_BOTTOM_RIGHT], dtype=torch.long, device=boxes.device).expand(len(boxes), 2)
-    return boxes.float().reshape(-1, 2, 2), labels.clone()
+    labels = torch.tensor([[BOX_TOP_LEFT, BOX_BOTTOM_RIGHT]], dtype=torch.long, device=boxes.device)
+    return boxes.float().reshape(-1, 2, 2), labels.repeat(len(boxes), 1)

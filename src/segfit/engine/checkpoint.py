@@ -1,0 +1,204 @@
+"""Checkpoints: a directory with the weights, the trainer state beside them and a human-readable summary.
+
+Layout of one checkpoint (``results_dir/checkpoints/last/``, ``.../best/``)::
+
+    model.safetensors    the model's state_dict (tied tensors stored once)
+    trainer_state.pt     optimizer, scheduler, scaler, RNG states per rank, step, sampler position, best value
+    meta.json            step, time, best value and the metrics of the step
+
+A checkpoint is written into a temporary sibling directory and renamed over the old one only when complete,
+so a crash while saving leaves the previous checkpoint intact. Everything in ``trainer_state.pt`` is tensors
+and plain Python values, which ``torch.load(weights_only=True)`` reads without unpickling arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors.torch
+import torch
+from torch import nn
+
+from segfit.engine.distributed import unwrap
+
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "trainer_state.pt"
+META_FILE = "meta.json"
+CHECKPOINT_NAMES = ("best", "last")
+
+
+# ---- random number generators ----------------------------------------------------------------------------
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's generator states as tensors and plain values (numpy's as lists, loadable with weights_only)."""
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)
+    py_version, py_internal, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_name, np_keys.tolist(), int(np_pos), int(np_has_gauss), float(np_gauss)],
+        "python": [py_version, list(py_internal), py_gauss],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if torch.cuda.is_available() and state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
+    np.random.set_state((np_name, np.array(np_keys, dtype=np.uint32), np_pos, np_has_gauss, np_gauss))
+    py_version, py_internal, py_gauss = state["python"]
+    random.setstate((py_version, tuple(py_internal), py_gauss))
+
+
+@contextmanager
+def isolated_rng(seed: int) -> Iterator[None]:
+    """Run a block from a fixed seed and leave the surrounding generators as they were.
+
+    Evaluation runs inside it: its results do not depend on when it runs, and the training stream does not
+    depend on whether it ran (so a run resumed after an end-of-run evaluation continues exactly).
+    """
+    saved = rng_state()
+    seed_everything(seed)
+    try:
+        yield
+    finally:
+        set_rng_state(saved)
+
+
+# ---- save / load ------------------------------------------------------------------------------------------
+def _backup_of(dir: Path) -> Path:
+    return dir.with_name(f".{dir.name}.previous")
+
+
+def _recover(dir: Path) -> None:
+    """Put back a previous checkpoint if a save stopped between its two renames."""
+    backup = _backup_of(dir)
+    if not dir.exists() and backup.is_dir():
+        backup.rename(dir)
+
+
+def save_checkpoint(
+    dir: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    step: int,
+    sampler_state: dict[str, int],
+    extra: dict[str, Any],
+    *,
+    best: float | None = None,
+    rng_states: list[dict[str, Any]] | None = None,
+) -> None:
+    """Write checkpoint ``dir`` atomically.
+
+    Args:
+        extra: JSON-serialisable values kept in the trainer state and shown in ``meta.json`` (e.g. metrics).
+        best: best validation value so far, restored on resume.
+        rng_states: generator states of every rank (index = rank); default: this process's.
+    """
+    dir = Path(dir)
+    _recover(dir)
+    tmp = dir.with_name(f".{dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        safetensors.torch.save_model(unwrap(model), str(tmp / MODEL_FILE))
+        torch.save(
+            {
+                "step": step,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "rng": rng_states or [rng_state()],
+                "sampler": dict(sampler_state),
+                "best": best,
+                "extra": extra,
+            },
+            tmp / STATE_FILE,
+        )
+        meta = {"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "best": best, **extra}
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        backup = _backup_of(dir)
+        if dir.exists():
+            os.replace(dir, backup)
+        os.replace(tmp, dir)
+        shutil.rmtree(backup, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_model_weights(model: nn.Module, path: Path) -> None:
+    """Load ``path`` (a checkpoint directory or a ``.safetensors`` file) into ``model``; every key must match."""
+    path = Path(path)
+    file = path / MODEL_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: no such weights file")
+    try:
+        missing, unexpected = safetensors.torch.load_model(unwrap(model), str(file), strict=False)
+    except RuntimeError as error:  # shape mismatches
+        raise RuntimeError(f"{file}: weights do not fit the model: {error}") from error
+    if missing or unexpected:
+        raise RuntimeError(
+            f"{file}: weights do not match the model: {len(missing)} missing key(s) {sorted(missing)[:5]}, "
+            f"{len(unexpected)} unexpected key(s) {sorted(unexpected)[:5]}"
+        )
+
+
+def load_checkpoint(
+    dir: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    *,
+    rank: int = 0,
+) -> dict[str, Any]:
+    """Restore weights, the given trainer parts and this rank's RNG states from ``dir``.
+
+    Returns ``{"step", "sampler_state", "best", "extra"}``.
+    """
+    dir = Path(dir)
+    _recover(dir)
+    state_file = dir / STATE_FILE
+    if not state_file.is_file():
+        raise FileNotFoundError(f"{state_file}: no trainer state (is {dir} a checkpoint directory?)")
+    load_model_weights(model, dir)
+    state = torch.load(state_file, map_location="cpu", weights_only=True)
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    # A scaler state exists only for fp16 runs; switching precision on resume starts a fresh scaler.
+    if scaler is not None and scaler.is_enabled() and state["scaler"]:
+        scaler.load_state_dict(state["scaler"])
+    # With a different number of processes the sample order changes anyway; reuse the saved states round-robin.
+    set_rng_state(state["rng"][rank % len(state["rng"])])
+    return {"step": state["step"], "sampler_state": state["sampler"], "best": state["best"], "extra": state["extra"]}
+
+
+def find_checkpoint(results_dir: Path, which: str = "best") -> Path | None:
+    """The run's ``best`` (falling back to ``last``) or ``last`` checkpoint directory, or None when there is none."""
+    if which not in CHECKPOINT_NAMES:
+        raise ValueError(f"checkpoint {which!r}: expected one of {', '.join(CHECKPOINT_NAMES)}")
+    for name in ("best", "last") if which == "best" else ("last",):
+        dir = Path(results_dir) / "checkpoints" / name
+        _recover(dir)
+        if (dir / MODEL_FILE).is_file() and (dir / STATE_FILE).is_file():
+            return dir
+    return None

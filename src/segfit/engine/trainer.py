@@ -1,0 +1,244 @@
+"""The training loop every model family shares; the family's recipe supplies model, data, loss terms and metrics.
+
+    segfit train -e spec.yaml                                   # one process: CPU or one GPU
+    torchrun --nproc_per_node 4 -m segfit train -e spec.yaml    # data-parallel over 4 GPUs of one machine
+
+Outputs under ``results_dir``: ``checkpoints/{last,best}/``, ``metrics.jsonl``, ``results.csv``, ``tensorboard/``,
+``plots/*.png`` and ``samples/step_NNNNNN/`` (the recipe's validation overlays).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from segfit.engine.checkpoint import (
+    find_checkpoint,
+    isolated_rng,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+)
+from segfit.engine.distributed import (
+    all_gather,
+    all_reduce_mean,
+    barrier,
+    cleanup,
+    gradient_sync,
+    init_distributed,
+    resolve_device,
+    wrap,
+)
+from segfit.engine.logging import METRICS_FILE, RunLog
+from segfit.engine.optim import apply_schedule, build_optimizer, build_scheduler
+from segfit.engine.plots import render_plots
+from segfit.engine.precision import autocast, check_precision, grad_scaler
+from segfit.engine.recipe import Recipe
+from segfit.engine.sampler import ResumableSampler
+from segfit.spec.schema import Spec, TrainSpec
+
+
+def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
+    """Run ``spec.train.max_steps`` optimizer steps, continuing from ``checkpoints/last`` when ``train.resume``.
+
+    Returns a summary: final ``step``, the last ``train`` record, the last ``val`` metrics, the ``best`` value of
+    ``best_metric`` and the paths of the checkpoints and of ``metrics.jsonl``.
+    """
+    cfg, results_dir = spec.train, Path(spec.results_dir)
+    _check(cfg, spec.data.batch_size)
+    device = resolve_device(cfg.device)
+    check_precision(cfg.precision, device)
+    dist = init_distributed(device)
+    with ExitStack() as teardown:  # closes the log and leaves the process group even when a step raises
+        teardown.callback(cleanup, dist)
+        seed_everything(cfg.seed + dist.rank)
+        model = recipe.build_model().to(device)
+        optimizer = build_optimizer(recipe.param_groups(model), cfg.optim)
+        scheduler = build_scheduler(optimizer, cfg.optim, cfg.max_steps)
+        scaler = grad_scaler(cfg.precision, device)
+        dataset = recipe.train_dataset()
+        sampler = ResumableSampler(len(dataset), cfg.seed, dist.rank, dist.world_size)
+        best_metric = cfg.best_metric or recipe.default_best_metric
+        step, best, elapsed_before = 0, None, 0.0
+        if cfg.resume and find_checkpoint(results_dir, "last"):
+            state = load_checkpoint(results_dir / "checkpoints" / "last", model, optimizer, scheduler, scaler, rank=dist.rank)
+            sampler.load_state_dict(state["sampler_state"])
+            apply_schedule(scheduler)  # the schedule of this spec (max_steps may have grown since the save)
+            step, best, elapsed_before = state["step"], state["best"], state["extra"]["elapsed"]
+            if dist.is_main:
+                print(f"resuming from {results_dir / 'checkpoints' / 'last'} at step {step}")
+        elif dist.is_main and (results_dir / "checkpoints").is_dir():
+            # a fresh start owns results_dir: a stale `best` must not outlive the run it came from
+            print(f"starting afresh in {results_dir}: its earlier checkpoints and metrics are replaced")
+            shutil.rmtree(results_dir / "checkpoints" / "best", ignore_errors=True)
+        ddp_model = wrap(model, device, dist)
+        batches = iter(DataLoader(
+            dataset, batch_size=spec.data.batch_size, sampler=sampler, collate_fn=recipe.collate,
+            num_workers=spec.data.num_workers, pin_memory=device.type == "cuda",
+            generator=torch.Generator().manual_seed(cfg.seed),  # keeps the loader off the global RNG
+        ))
+        log = teardown.enter_context(
+            RunLog(results_dir, step, cfg.max_steps, bar_keys=("loss", "iou", best_metric), enabled=dist.is_main)
+        )
+        validate = spec.data.val is not None and cfg.eval_every > 0
+        max_norm = math.inf if cfg.optim.grad_clip is None else cfg.optim.grad_clip  # inf: measure, don't clip
+        samples_per_step = spec.data.batch_size * cfg.grad_accum_steps * dist.world_size
+        started = time.perf_counter()
+        window, last_train, last_val = _Window(), {}, {}
+
+        def save(name: str, val_metrics: dict[str, Any], rng_states: list[dict[str, Any]]) -> None:
+            """Checkpoint ``name`` at the current ``step`` with the current ``best``."""
+            extra = {"elapsed": elapsed_before + time.perf_counter() - started, "best_metric": best_metric,
+                     "metrics": val_metrics}
+            save_checkpoint(results_dir / "checkpoints" / name, model, optimizer, scheduler, scaler, step,
+                            sampler.state_dict(), extra, best=best, rng_states=rng_states)
+
+        model.train()
+        while step < cfg.max_steps:
+            step_started = time.perf_counter()
+            for micro in range(cfg.grad_accum_steps):
+                batch = to_device(next(batches), device)
+                with gradient_sync(ddp_model, sync=micro == cfg.grad_accum_steps - 1):
+                    with autocast(cfg.precision, device):
+                        terms = recipe.training_step(ddp_model, batch)
+                    _check_finite(terms, step + 1)
+                    scaler.scale(terms["loss"] / cfg.grad_accum_steps).backward()
+                sampler.advance(spec.data.batch_size)
+                window.add(terms)
+            scaler.unscale_(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+            lrs = {f"lr/{group['name']}": group["lr"] for group in optimizer.param_groups}  # the lr this step used
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            step += 1
+            window.add({"grad_norm": grad_norm}, time.perf_counter() - step_started)
+            log.advance()
+
+            at_end = step == cfg.max_steps
+            if step % cfg.log_every == 0 or at_end:
+                last_train = all_reduce_mean(window.means(), device, dist)
+                steps_per_s = window.steps / window.seconds
+                log.log({"step": step, "split": "train", **lrs, **last_train, "steps_per_s": steps_per_s,
+                         "samples_per_s": steps_per_s * samples_per_step,
+                         "time": elapsed_before + time.perf_counter() - started})
+                window = _Window()
+            eval_due = validate and (step % cfg.eval_every == 0 or at_end)
+            checkpoint_due = step % cfg.checkpoint_every == 0 or at_end
+            if not (eval_due or checkpoint_due):
+                continue
+            rng_states = all_gather(rng_state(), dist)  # every rank's generators, for an exact resume
+            if dist.is_main:
+                if eval_due:
+                    last_val = evaluate(recipe, model, results_dir / "samples" / f"step_{step:06d}", cfg.seed)
+                    log.log({"step": step, "split": "val", **last_val,
+                             "time": elapsed_before + time.perf_counter() - started})
+                    if improves(_metric(last_val, best_metric), best, cfg.best_mode):
+                        best = _metric(last_val, best_metric)
+                        save("best", last_val, rng_states)
+                if checkpoint_due:
+                    save("last", last_val, rng_states)
+                if eval_due or at_end:
+                    render_plots(results_dir)
+                    log.flush()
+            barrier(dist)
+
+        best_dir = results_dir / "checkpoints" / "best"
+        return {
+            "step": step, "train": last_train, "val": last_val, "best": best, "best_metric": best_metric,
+            "last_checkpoint": str(results_dir / "checkpoints" / "last"),
+            "best_checkpoint": str(best_dir) if best_dir.is_dir() else None,
+            "metrics": str(results_dir / METRICS_FILE),
+        }
+
+
+def evaluate(recipe: Recipe, model: torch.nn.Module, samples_dir: Path, seed: int) -> dict[str, Any]:
+    """The recipe's validation metrics, in eval mode without gradients (fp32, as ``segfit evaluate`` computes them).
+
+    Evaluation runs from a fixed seed in its own RNG state: its numbers do not depend on when it runs and the
+    training stream does not depend on whether it ran.
+    """
+    model.eval()
+    try:
+        with torch.no_grad(), isolated_rng(seed):
+            metrics = recipe.evaluate(model, "val", samples_dir=samples_dir)
+    finally:
+        model.train()
+    return {key: value.item() if hasattr(value, "item") else value for key, value in metrics.items()}
+
+
+def improves(value: float, best: float | None, mode: str) -> bool:
+    if best is None:
+        return not math.isnan(value)
+    return value > best if mode == "max" else value < best
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move every tensor inside dicts, lists, tuples (incl. named tuples) and dataclasses to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {key: to_device(value, device) for key, value in batch.items()}
+    if isinstance(batch, list):
+        return [to_device(value, device) for value in batch]
+    if isinstance(batch, tuple):
+        items = [to_device(value, device) for value in batch]
+        return type(batch)(*items) if hasattr(batch, "_fields") else tuple(items)
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        fields = {f.name: to_device(getattr(batch, f.name), device) for f in dataclasses.fields(batch) if f.init}
+        return dataclasses.replace(batch, **fields)
+    return batch
+
+
+class _Window:
+    """Running means of the logged scalars between two training records (kept on the device: no sync per step)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+        self.steps, self.seconds = 0, 0.0
+
+    def add(self, values: dict[str, torch.Tensor], step_seconds: float | None = None) -> None:
+        for key, value in values.items():
+            value = value.detach().float() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+            self.sums[key] = self.sums.get(key, 0) + value
+            self.counts[key] = self.counts.get(key, 0) + 1
+        if step_seconds is not None:
+            self.steps, self.seconds = self.steps + 1, self.seconds + step_seconds
+
+    def means(self) -> dict[str, float]:
+        return {key: (total / self.counts[key]).item() for key, total in self.sums.items()}
+
+
+def _check_finite(terms: dict[str, torch.Tensor], step: int) -> None:
+    if "loss" not in terms:
+        raise KeyError(f"recipe.training_step returned {sorted(terms)}: the total loss must be under 'loss'")
+    if not torch.isfinite(terms["loss"]):
+        values = ", ".join(f"{key}={float(torch.as_tensor(value).detach()):.4g}" for key, value in terms.items())
+        raise FloatingPointError(f"step {step}: the loss is not finite ({values})")
+
+
+def _metric(metrics: dict[str, Any], name: str) -> float:
+    if name not in metrics:
+        raise KeyError(f"train.best_metric: {name!r} is not among the validation metrics {sorted(metrics)}")
+    return float(metrics[name])
+
+
+def _check(cfg: TrainSpec, batch_size: int) -> None:
+    at_least = {"train.grad_accum_steps": (cfg.grad_accum_steps, 1), "train.log_every": (cfg.log_every, 1),
+                "train.checkpoint_every": (cfg.checkpoint_every, 1), "train.eval_every": (cfg.eval_every, 0),
+                "train.max_steps": (cfg.max_steps, 0), "data.batch_size": (batch_size, 1)}
+    for key, (value, minimum) in at_least.items():
+        if value < minimum:
+            raise ValueError(f"{key}: {value} must be at least {minimum}")
+

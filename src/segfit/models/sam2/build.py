@@ -1,0 +1,146 @@
+"""SAM 2 image models (``transformers.Sam2Model``) in the official sizes, at any input resolution.
+
+The shapes reproduce the official ``configs/sam2*/sam2*_hiera_{t,s,b+,l}.yaml``: the sizes differ only in the
+Hiera trunk; the FPN neck, prompt encoder and mask decoder are the same everywhere. SAM 2.0 and 2.1 differ
+only in video-memory parts (``no_obj_embed_spatial`` and the object-pointer temporal encoding), which
+``Sam2Model`` does not have, so both versions give identical image models; the version is kept in the config
+(``sam2_version``) so exports and messages can name it. ``test`` is a deliberately tiny variant with the same
+code paths (windowed + global attention, q-pooling, FPN, two-way decoder) for fast CPU tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import (
+    Sam2Config,
+    Sam2HieraDetConfig,
+    Sam2MaskDecoderConfig,
+    Sam2Model,
+    Sam2PromptEncoderConfig,
+    Sam2VisionConfig,
+)
+
+SIZES = ("test", "tiny", "small", "base_plus", "large")
+VERSIONS = ("2.0", "2.1")
+
+HIERA: dict[str, dict] = {
+    "test": dict(
+        hidden_size=16,
+        num_attention_heads=1,
+        blocks_per_stage=[1, 1, 2, 1],
+        embed_dim_per_stage=[16, 32, 64, 128],
+        num_attention_heads_per_stage=[1, 1, 2, 2],
+        window_size_per_stage=[8, 4, 8, 4],
+        global_attention_blocks=[3],
+        window_positional_embedding_background_size=[4, 4],
+    ),
+    "tiny": dict(
+        hidden_size=96,
+        num_attention_heads=1,
+        blocks_per_stage=[1, 2, 7, 2],
+        embed_dim_per_stage=[96, 192, 384, 768],
+        num_attention_heads_per_stage=[1, 2, 4, 8],
+        window_size_per_stage=[8, 4, 14, 7],
+        global_attention_blocks=[5, 7, 9],
+        window_positional_embedding_background_size=[7, 7],
+    ),
+    "small": dict(
+        hidden_size=96,
+        num_attention_heads=1,
+        blocks_per_stage=[1, 2, 11, 2],
+        embed_dim_per_stage=[96, 192, 384, 768],
+        num_attention_heads_per_stage=[1, 2, 4, 8],
+        window_size_per_stage=[8, 4, 14, 7],
+        global_attention_blocks=[7, 10, 13],
+        window_positional_embedding_background_size=[7, 7],
+    ),
+    "base_plus": dict(
+        hidden_size=112,
+        num_attention_heads=2,
+        blocks_per_stage=[2, 3, 16, 3],
+        embed_dim_per_stage=[112, 224, 448, 896],
+        num_attention_heads_per_stage=[2, 4, 8, 16],
+        window_size_per_stage=[8, 4, 14, 7],
+        global_attention_blocks=[12, 16, 20],
+        window_positional_embedding_background_size=[14, 14],
+    ),
+    "large": dict(
+        hidden_size=144,
+        num_attention_heads=2,
+        blocks_per_stage=[2, 6, 36, 4],
+        embed_dim_per_stage=[144, 288, 576, 1152],
+        num_attention_heads_per_stage=[2, 4, 8, 16],
+        window_size_per_stage=[8, 4, 16, 8],
+        global_attention_blocks=[23, 33, 43],
+        window_positional_embedding_background_size=[7, 7],
+    ),
+}
+"""Hiera trunk per size: the official yaml values (heads double at each q-pool stage), and the tiny ``test`` one."""
+
+HEAD_DIMS: dict[str, dict] = {
+    "test": dict(hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32),
+    "official": dict(hidden_size=256, mlp_dim=2048, num_attention_heads=8, iou_head_hidden_dim=256),
+}
+"""Neck / prompt encoder / mask decoder widths: one set for every official size, a small one for ``test``."""
+
+
+def sam2_config(size: str, version: str = "2.1", image_size: int = 1024) -> Sam2Config:
+    """The ``Sam2Config`` of an official size (or ``test``) at a square input of ``image_size`` pixels."""
+    _check_choice("model.size", size, SIZES)
+    _check_choice("model.version", version, VERSIONS)
+    if image_size < 256 or image_size % 32:
+        raise ValueError(
+            f"model.image_size must be a multiple of 32 and at least 256, got {image_size}: the Hiera trunk has a "
+            "stride-32 stage whose features the FPN upsamples ×2 and adds to the stride-16 ones"
+        )
+    dims = HEAD_DIMS["test" if size == "test" else "official"]
+    hiera = Sam2HieraDetConfig(image_size=[image_size, image_size], **HIERA[size])
+    vision = Sam2VisionConfig(
+        backbone_config=hiera,
+        backbone_channel_list=list(reversed(hiera.embed_dim_per_stage)),
+        backbone_feature_sizes=[[image_size // stride] * 2 for stride in (4, 8, 16)],
+        fpn_hidden_size=dims["hidden_size"],
+    )
+    prompt = Sam2PromptEncoderConfig(hidden_size=dims["hidden_size"], image_size=image_size, patch_size=16)
+    decoder = Sam2MaskDecoderConfig(**dims)
+    return Sam2Config(
+        vision_config=vision,
+        prompt_encoder_config=prompt,
+        mask_decoder_config=decoder,
+        sam2_size=size,
+        sam2_version=version,
+    )
+
+
+def build_sam2(
+    size: str, version: str = "2.1", image_size: int = 1024, checkpoint: str | Path | None = None
+) -> Sam2Model:
+    """A ``Sam2Model`` with random weights, or with ``checkpoint`` (any kind ``load_sam2_weights`` reads)."""
+    # weights → convert → this module (for the size table), so weights is imported at use.
+    from segfit.models.sam2.weights import load_sam2_weights
+
+    model = Sam2Model(sam2_config(size, version, image_size))
+    if checkpoint is None:
+        share_fourier_matrix(model)
+    else:
+        load_sam2_weights(model, checkpoint)
+    return model
+
+
+def share_fourier_matrix(model: Sam2Model) -> None:
+    """Give both copies of the prompt/image positional-encoding matrix the same values.
+
+    The reference has one matrix used for prompts and for the image grid; ``Sam2Model`` holds two buffers
+    that random initialisation fills differently, which would make a random model unlike any SAM 2.
+    """
+    with torch.no_grad():
+        model.shared_image_embedding.positional_embedding.copy_(
+            model.prompt_encoder.shared_embedding.positional_embedding
+        )
+
+
+def _check_choice(key: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ValueError(f"{key}: unknown value {value!r}; valid: {', '.join(valid)}")

@@ -1,0 +1,105 @@
+"""One record, many views: metrics.jsonl, results.csv, TensorBoard and the plots agree; resumed runs don't repeat."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from toy_recipe import ToyRecipe, toy_spec
+
+from segfit.engine import trainer
+from segfit.engine.logging import RunLog, read_records
+from segfit.engine.plots import render_plots
+from segfit.engine.trainer import train
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _tensorboard(run_dir) -> dict[str, list[tuple[int, float]]]:
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def _csv(run_dir) -> list[dict[str, str]]:
+    with (run_dir / "results.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_run_writes_agreeing_records_and_plots_and_a_resume_appends_without_duplicates(tmp_path, monkeypatch):
+    spec = toy_spec(tmp_path, max_steps=4, log_every=2, eval_every=2, checkpoint_every=2)
+    with monkeypatch.context() as patch:  # plots are drawn from the whole file by the second run; save time here
+        patch.setattr(trainer, "render_plots", lambda results_dir: [])
+        train(ToyRecipe(spec), spec)
+    # an interrupted run that got further than its last checkpoint: step 6 was logged, the checkpoint is at 4
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"step": 6, "split": "train", "loss": 123.0}) + "\n")
+    spec = toy_spec(tmp_path, max_steps=8, log_every=2, eval_every=2, checkpoint_every=2)
+    train(ToyRecipe(spec), spec)
+
+    records = read_records(tmp_path / "metrics.jsonl")
+    assert [(r["step"], r["split"]) for r in records] == [
+        (s, split) for s in (2, 4, 6, 8) for split in ("train", "val")
+    ]
+    assert all(r["loss"] != 123.0 for r in records if r["split"] == "train")
+    train_record = records[0]
+    assert set(train_record) == {"step", "split", "lr/body", "lr/head", "loss", "iou", "grad_norm", "steps_per_s",
+                                 "samples_per_s", "time"}
+    assert train_record["lr/head"] == pytest.approx(2 * train_record["lr/body"])
+    assert train_record["samples_per_s"] == pytest.approx(2 * train_record["steps_per_s"])
+    assert [r["time"] for r in records] == sorted(r["time"] for r in records)  # time continues across the resume
+
+    rows = _csv(tmp_path)
+    assert len(rows) == len(records)
+    for row, record in zip(rows, records):
+        for key, value in record.items():
+            assert row[key] == str(value)
+        assert all(row[key] == "" for key in row if key not in record)
+
+    scalars = _tensorboard(tmp_path)
+    for key in ("loss", "lr/body", "grad_norm"):
+        assert scalars[f"train/{key}"] == [(r["step"], pytest.approx(r[key])) for r in records if r["split"] == "train"]
+    assert scalars["val/score"] == [(r["step"], pytest.approx(r["score"])) for r in records if r["split"] == "val"]
+
+    for name in ("loss.png", "metrics.png", "lr.png"):
+        assert (tmp_path / "plots" / name).read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_csv_is_rewritten_when_a_record_brings_new_columns(tmp_path):
+    with RunLog(tmp_path, start_step=0, max_steps=3) as log:
+        log.log({"step": 1, "split": "train", "loss": 1.0})
+        log.log({"step": 2, "split": "train", "loss": 0.5})
+        log.log({"step": 2, "split": "val", "miou": 0.25})
+        log.log({"step": 3, "split": "train", "loss": 0.75})
+    assert _csv(tmp_path) == [
+        {"step": "1", "split": "train", "loss": "1.0", "miou": ""},
+        {"step": "2", "split": "train", "loss": "0.5", "miou": ""},
+        {"step": "2", "split": "val", "loss": "", "miou": "0.25"},
+        {"step": "3", "split": "train", "loss": "0.75", "miou": ""},
+    ]
+
+
+def test_disabled_log_writes_nothing(tmp_path):
+    with RunLog(tmp_path / "run", start_step=0, max_steps=3, enabled=False) as log:
+        log.log({"step": 1, "split": "train", "loss": 1.0})
+        log.advance()
+    assert not (tmp_path / "run").exists()
+
+
+def test_read_records_skips_a_cut_off_last_line_but_not_a_broken_middle_one(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "split": "train"}\n{"step": 2, "spl')
+    assert read_records(path) == [{"step": 1, "split": "train"}]
+    path.write_text('{"step": 1, "spl\n{"step": 2, "split": "train"}\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl:1: not a JSON record"):
+        read_records(path)
+
+
+def test_plots_need_data_and_put_each_term_in_its_own_panel(tmp_path):
+    assert render_plots(tmp_path) == []
+    with RunLog(tmp_path, start_step=0, max_steps=2) as log:
+        log.log({"step": 1, "split": "train", "lr/base": 1e-3, "loss": 1.0, "dice": 0.5, "time": 0.1})
+        log.log({"step": 2, "split": "train", "lr/base": 1e-3, "loss": 0.8, "dice": 0.4, "time": 0.2})
+    assert render_plots(tmp_path) == [tmp_path / "plots" / "loss.png", tmp_path / "plots" / "lr.png"]

@@ -1,0 +1,197 @@
+"""The training loop on the toy recipe: exact resume, best/last selection, accumulation, precision, failures."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import namedtuple
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+from toy_recipe import ToyRecipe, toy_spec
+
+from segfit.engine import trainer
+from segfit.engine.logging import read_records
+from segfit.engine.trainer import evaluate, to_device, train
+from segfit.spec.schema import OptimSpec
+
+
+@pytest.fixture(autouse=True)
+def _no_plots(monkeypatch):
+    """Drawing PNGs takes most of a toy run's time; test_logging.py checks the plots."""
+    monkeypatch.setattr(trainer, "render_plots", lambda results_dir: [])
+
+
+def _weights(run_dir: Path, which: str = "last") -> dict[str, torch.Tensor]:
+    return safetensors.torch.load_file(str(run_dir / "checkpoints" / which / "model.safetensors"))
+
+
+def _train_losses(run_dir: Path) -> dict[int, float]:
+    records = [r for r in read_records(run_dir / "metrics.jsonl") if r["split"] == "train"]
+    steps = [r["step"] for r in records]
+    assert len(steps) == len(set(steps)), f"duplicated steps in metrics.jsonl: {steps}"
+    return {r["step"]: r["loss"] for r in records}
+
+
+RESUME_CASES = {
+    "plain": dict(),
+    "accum2-cosine-warmup-workers": dict(
+        grad_accum_steps=2, optim=OptimSpec(base_lr=0.05, scheduler="cosine", warmup_steps=2, min_lr_ratio=0.1)
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(RESUME_CASES))
+def test_resumed_run_continues_exactly_like_an_uninterrupted_one(tmp_path, case):
+    overrides = RESUME_CASES[case]
+    workers = 1 if "workers" in case else 0
+    full_dir, split_dir = tmp_path / "full", tmp_path / "split"
+
+    def spec(run_dir: Path, max_steps: int):
+        s = toy_spec(run_dir, max_steps=max_steps, checkpoint_every=3, eval_every=2, **overrides)
+        return dataclasses.replace(s, data=dataclasses.replace(s.data, num_workers=workers))
+
+    full = ToyRecipe(spec(full_dir, 6))
+    train(full, spec(full_dir, 6))
+    # The first half runs with max_steps=3, so its end-of-run evaluation happens at step 3, where the full run
+    # evaluates nothing; the resumed half must still continue exactly.
+    first = ToyRecipe(spec(split_dir, 3))
+    assert train(first, spec(split_dir, 3))["step"] == 3
+    resumed = ToyRecipe(spec(split_dir, 6))
+    summary = train(resumed, spec(split_dir, 6))
+
+    assert summary["step"] == 6
+    per_step = len(resumed.losses) // 3
+    assert len(resumed.losses) == 3 * per_step and per_step == overrides.get("grad_accum_steps", 1)
+    assert resumed.losses == full.losses[-3 * per_step :]  # bit-exact, dropout included
+    assert resumed.seen == full.seen[len(first.seen) :]
+    assert _train_losses(split_dir) == _train_losses(full_dir)
+    full_weights, split_weights = _weights(full_dir), _weights(split_dir)
+    assert full_weights.keys() == split_weights.keys()
+    for key in full_weights:
+        torch.testing.assert_close(split_weights[key], full_weights[key], rtol=0, atol=0)
+    lrs = [(r["step"], r["lr/head"]) for r in read_records(split_dir / "metrics.jsonl") if r["split"] == "train"]
+    assert lrs == [(r["step"], r["lr/head"]) for r in read_records(full_dir / "metrics.jsonl") if r["split"] == "train"]
+
+
+def test_resume_off_starts_over_and_drops_the_old_best(tmp_path):
+    train(ToyRecipe(toy_spec(tmp_path, max_steps=3)), toy_spec(tmp_path, max_steps=3))
+    assert (tmp_path / "checkpoints" / "best").is_dir()
+    again = toy_spec(tmp_path, max_steps=2, resume=False, val=False)
+    recipe = ToyRecipe(again)
+    summary = train(recipe, again)
+    assert summary["step"] == 2 and len(recipe.losses) == 2 and summary["best_checkpoint"] is None
+    assert sorted(_train_losses(tmp_path)) == [1, 2]
+    assert json.loads((tmp_path / "checkpoints" / "last" / "meta.json").read_text())["step"] == 2
+
+
+@pytest.mark.parametrize(
+    ("mode", "values", "best_step", "best_value"),
+    [("max", [0.3, 0.7, 0.5], 4, 0.7), ("min", [0.3, 0.7, 0.5], 2, 0.3), ("min", [0.9, 0.7, 0.5], 6, 0.5)],
+)
+def test_best_checkpoint_follows_the_metric_and_last_the_end(tmp_path, mode, values, best_step, best_value):
+    spec = toy_spec(tmp_path, max_steps=6, eval_every=2, checkpoint_every=4, best_mode=mode, best_metric="score")
+    summary = train(ToyRecipe(spec, eval_values=values), spec)
+
+    best_meta = json.loads((tmp_path / "checkpoints" / "best" / "meta.json").read_text())
+    last_meta = json.loads((tmp_path / "checkpoints" / "last" / "meta.json").read_text())
+    assert (best_meta["step"], best_meta["best"], best_meta["metrics"]["score"]) == (best_step, best_value, best_value)
+    assert (last_meta["step"], last_meta["best"], last_meta["best_metric"]) == (6, best_value, "score")
+    assert summary["best"] == best_value and summary["best_checkpoint"].endswith("best")
+    val = [(r["step"], r["score"]) for r in read_records(tmp_path / "metrics.jsonl") if r["split"] == "val"]
+    assert val == [(2, values[0]), (4, values[1]), (6, values[2])]
+
+
+def test_unknown_best_metric_names_the_key_and_the_metrics(tmp_path):
+    spec = toy_spec(tmp_path, max_steps=1, best_metric="miou")
+    with pytest.raises(KeyError, match=r"train.best_metric: 'miou'.*\['mse', 'score'\]"):
+        train(ToyRecipe(spec), spec)
+
+
+def test_evaluation_runs_in_eval_mode_and_training_in_train_mode(tmp_path):
+    spec = toy_spec(tmp_path, max_steps=4, eval_every=2)
+    recipe = ToyRecipe(spec)
+    train(recipe, spec)
+    assert recipe.eval_modes == [False, False]
+    assert recipe.model.training
+    assert (tmp_path / "samples" / "step_000002" / "overlay.txt").is_file()
+
+
+def test_evaluate_is_deterministic_in_eval_mode_and_leaves_training_state_alone(tmp_path):
+    recipe = ToyRecipe(toy_spec(tmp_path))
+    model = recipe.build_model().train()
+    torch.manual_seed(1)
+    first = evaluate(recipe, model, tmp_path / "a", seed=5)
+    after_first = torch.rand(2)
+    torch.manual_seed(1)
+    torch.rand(3)  # a different outer stream must not change the metrics
+    second = evaluate(recipe, model, tmp_path / "b", seed=5)
+    assert first == second and first != evaluate(recipe, model, tmp_path / "c", seed=6)
+    torch.manual_seed(1)
+    assert torch.equal(torch.rand(2), after_first)  # evaluation did not advance the training stream
+    assert recipe.eval_modes == [False, False, False] and model.training
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_gradient_accumulation_matches_one_larger_batch(tmp_path):
+    # The sample stream does not depend on the batch size, so 2 accumulated batches of 1 see the samples of one
+    # batch of 2; with mean-reduced losses the gradients agree (dropout off: its draws depend on the shape).
+    big = toy_spec(tmp_path / "big", batch_size=2, max_steps=3, val=False)
+    small = toy_spec(tmp_path / "small", batch_size=1, max_steps=3, val=False, grad_accum_steps=2)
+    big_recipe, small_recipe = ToyRecipe(big, dropout=0.0), ToyRecipe(small, dropout=0.0)
+    train(big_recipe, big)
+    train(small_recipe, small)
+    assert big_recipe.seen == small_recipe.seen
+    big_w, small_w = _weights(tmp_path / "big"), _weights(tmp_path / "small")
+    for key in big_w:
+        torch.testing.assert_close(small_w[key], big_w[key], rtol=1e-5, atol=1e-6)
+    # the logged loss is the mean over the micro-batches, i.e. the loss of the whole batch; AdamW hides the scale
+    # of the gradient from the weights, the logged gradient norm does not
+    big_records, small_records = (read_records(tmp_path / name / "metrics.jsonl") for name in ("big", "small"))
+    for big_record, small_record in zip(big_records, small_records, strict=True):
+        assert small_record["loss"] == pytest.approx(big_record["loss"], rel=1e-5)
+        assert small_record["grad_norm"] == pytest.approx(big_record["grad_norm"], rel=1e-5)
+
+
+def test_bf16_autocast_runs_on_cpu(tmp_path):
+    spec = toy_spec(tmp_path, max_steps=2, precision="bf16", val=False)
+    recipe = ToyRecipe(spec)
+    summary = train(recipe, spec)
+    assert recipe.output_dtypes == [torch.bfloat16, torch.bfloat16]
+    assert torch.isfinite(torch.tensor(summary["train"]["loss"]))
+    assert all(w.dtype == torch.float32 for w in _weights(tmp_path).values())  # master weights stay fp32
+
+
+def test_fp16_on_cpu_is_a_clear_error(tmp_path):
+    spec = toy_spec(tmp_path, precision="fp16")
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device.*bf16"):
+        train(ToyRecipe(spec), spec)
+
+
+def test_non_finite_loss_raises_naming_the_step_and_terms(tmp_path):
+    spec = toy_spec(tmp_path, max_steps=4, grad_accum_steps=2)
+    with pytest.raises(FloatingPointError, match=r"step 2: the loss is not finite \(loss=nan, iou="):
+        train(ToyRecipe(spec, nan_at_call=3), spec)
+
+
+def test_invalid_intervals_are_rejected(tmp_path):
+    with pytest.raises(ValueError, match="train.grad_accum_steps: 0 must be at least 1"):
+        train(ToyRecipe(toy_spec(tmp_path)), toy_spec(tmp_path, grad_accum_steps=0))
+
+
+def test_to_device_keeps_container_types():
+    Pair = namedtuple("Pair", "a b")
+
+    @dataclasses.dataclass
+    class Batch:
+        images: torch.Tensor
+        meta: dict
+
+    batch = {"x": [Pair(torch.ones(1), "name")], "b": Batch(torch.zeros(2), {"t": (torch.ones(3), 4)})}
+    moved = to_device(batch, torch.device("cpu"))
+    assert isinstance(moved["x"][0], Pair) and moved["x"][0].b == "name"
+    assert isinstance(moved["b"], Batch) and isinstance(moved["b"].meta["t"], tuple)
+    assert torch.equal(moved["b"].meta["t"][0], torch.ones(3))
+

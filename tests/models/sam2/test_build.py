@@ -1,0 +1,114 @@
+"""Built models must have the official shapes in every size, any multiple-of-32 resolution, and a fast test size."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from segfit.models.sam2.build import VERSIONS, build_sam2, sam2_config
+from segfit.models.sam2.convert import OFFICIAL_VIDEO_ONLY, official_to_hf
+
+IMAGE_PARAMETERS = {"tiny": 31_440_721, "small": 38_538_577, "base_plus": 73_328_401, "large": 216_924_865}
+"""Parameters of the official image path (reference model minus its video-only modules), counted once."""
+
+REFERENCE_YAML = {"tiny": "t", "small": "s", "base_plus": "b+", "large": "l"}
+OFFICIAL_SIZES = ["tiny", "small"] + [pytest.param(s, marks=pytest.mark.slow) for s in ("base_plus", "large")]
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("size", ["tiny", "small"])
+def test_official_parameter_counts(size):
+    assert parameter_count(build_sam2(size)) == IMAGE_PARAMETERS[size]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", ["base_plus", "large"])
+def test_official_parameter_counts_large_sizes(size):
+    with torch.device("meta"):
+        model = build_sam2(size)
+    assert parameter_count(model) == IMAGE_PARAMETERS[size]
+
+
+def test_test_size_trains_fast_at_256():
+    model = build_sam2("test", image_size=256).train()
+    pixels = torch.randn(2, 3, 256, 256)
+    points = torch.rand(2, 3, 1, 2) * 256
+    labels = torch.ones(2, 3, 1, dtype=torch.long)
+    out = model(pixel_values=pixels, input_points=points, input_labels=labels, multimask_output=True)
+    assert out.pred_masks.shape == (2, 3, 3, 64, 64)
+    assert out.iou_scores.shape == (2, 3, 3)
+    out.pred_masks.float().pow(2).mean().backward()
+    trunk_grad = model.vision_encoder.backbone.patch_embed.projection.weight.grad
+    decoder_grad = model.mask_decoder.output_hypernetworks_mlps[1].proj_out.weight.grad
+    assert trunk_grad is not None and trunk_grad.abs().sum() > 0
+    assert decoder_grad is not None and decoder_grad.abs().sum() > 0
+    assert parameter_count(model) < 1_000_000
+
+
+@pytest.mark.parametrize("image_size", [256, 512, 768])
+def test_other_resolutions(image_size):
+    config = sam2_config("test", image_size=image_size)
+    assert config.vision_config.backbone_feature_sizes == [[image_size // s] * 2 for s in (4, 8, 16)]
+    assert config.prompt_encoder_config.image_size == image_size
+    assert config.vision_config.backbone_config.image_size == [image_size, image_size]
+    model = build_sam2("test", image_size=image_size).eval()
+    with torch.no_grad():
+        out = model(
+            pixel_values=torch.randn(1, 3, image_size, image_size),
+            input_points=torch.tensor([[[[10.0, 20.0]]]]),
+            input_labels=torch.tensor([[[1]]]),
+        )
+    assert out.pred_masks.shape[-2:] == (image_size // 4, image_size // 4)
+
+
+def test_config_records_size_and_version():
+    config = sam2_config("small", "2.0")
+    assert (config.sam2_size, config.sam2_version) == ("small", "2.0")
+    assert config.vision_config.backbone_config.blocks_per_stage == [1, 2, 11, 2]
+    assert config.vision_config.backbone_channel_list == [768, 384, 192, 96]
+
+
+def test_random_model_has_one_fourier_matrix():
+    model = build_sam2("test", image_size=256)
+    assert torch.equal(
+        model.shared_image_embedding.positional_embedding, model.prompt_encoder.shared_embedding.positional_embedding
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(size="huge"), "model.size: unknown value 'huge'; valid: test, tiny, small, base_plus, large"),
+        (dict(size="tiny", version="3.0"), "model.version: unknown value '3.0'; valid: 2.0, 2.1"),
+        (dict(size="tiny", image_size=272), "model.image_size must be a multiple of 32"),
+        (dict(size="tiny", image_size=128), "model.image_size must be a multiple of 32 and at least 256"),
+    ],
+)
+def test_invalid_choices_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+        sam2_config(**kwargs)
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("size", OFFICIAL_SIZES)
+def test_shapes_match_reference_yaml(size, version):
+    """Key-by-key shapes against the reference model built from its packaged yaml (stronger than counts)."""
+    pytest.importorskip("sam2")
+    from sam2.build_sam import build_sam2 as build_reference
+
+    folder = "sam2" if version == "2.0" else "sam2.1"
+    yaml = f"configs/{folder}/{folder}_hiera_{REFERENCE_YAML[size]}.yaml"
+    reference = build_reference(yaml, ckpt_path=None, device="cpu")
+    converted = official_to_hf(reference.state_dict())
+    ours = build_sam2(size, version).state_dict()
+    assert set(converted) == set(ours)
+    mismatched = {k: (tuple(converted[k].shape), tuple(ours[k].shape)) for k in ours if converted[k].shape != ours[k].shape}
+    assert not mismatched
+    reference_image_parameters = sum(
+        p.numel() for name, p in reference.named_parameters() if not OFFICIAL_VIDEO_ONLY.fullmatch(name)
+    )
+    assert reference_image_parameters == IMAGE_PARAMETERS[size]
