@@ -63,6 +63,11 @@ class DataSpec:
     """Objects with fewer pixels than this (at the original size) are dropped."""
     augment: AugmentSpec = field(default_factory=AugmentSpec)
 
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "max_num_objects", "min_object_area"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
+
 
 @dataclass
 class OptimSpec:

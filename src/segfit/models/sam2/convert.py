@@ -74,6 +74,12 @@ HF_VIDEO_ONLY = re.compile(
 )
 """The video model's tensors (``Sam2PreTrainedModel`` ignores the same HF names when loading)."""
 
+TRUNK_KEYS = {
+    True: ("image_encoder.trunk.", "patch_embed.proj.weight"),
+    False: ("vision_encoder.backbone.", "patch_embed.projection.weight"),
+}
+"""Per layout (official?): the trunk prefix and its patch-embedding weight, whose first dimension is the width."""
+
 VERSION_2_1_KEYS = ("no_obj_embed_spatial", "occlusion_spatial_embedding_parameter")
 """Present in SAM 2.1 checkpoints only (official and HF name); image-only weights carry no version mark."""
 
@@ -164,8 +170,8 @@ def infer_size_version(state_dict: dict[str, Tensor]) -> tuple[str, str]:
 
     Image-only weights (no video tensors) are the same for 2.0 and 2.1 and are reported as ``2.1``.
     """
-    prefix = "image_encoder.trunk." if is_official_layout(state_dict) else "vision_encoder.backbone."
-    patch_key = prefix + ("patch_embed.proj.weight" if prefix.startswith("image") else "patch_embed.projection.weight")
+    prefix, patch = TRUNK_KEYS[is_official_layout(state_dict)]
+    patch_key = prefix + patch
     if patch_key not in state_dict:
         raise ValueError(f"not a SAM 2 state dict: {patch_key} is missing")
     width = state_dict[patch_key].shape[0]
@@ -195,11 +201,16 @@ def convert_checkpoint(src: str | Path, dst: str | Path) -> Path:
     weights are loaded strictly into a ``Sam2Model`` first, so a converted file always loads back.
     """
     # weights imports this module for the key table, so it is imported at use.
-    from segfit.models.sam2.weights import read_state_dict, save_hf_dir, save_official_pt
+    from segfit.models.sam2.weights import apply_state_dict, read_state_dict, save_hf_dir, save_official_pt
 
     state_dict = read_state_dict(src)
-    size, version = infer_size_version(state_dict)
-    model = build_sam2(size, version, checkpoint=src)
-    if is_official_layout(state_dict):
-        return save_hf_dir(model, dst)
-    return save_official_pt(model, dst)
+    try:
+        size, version = infer_size_version(state_dict)
+        to_hf = is_official_layout(state_dict)
+    except ValueError as error:
+        raise ValueError(f"{src}: {error}") from error
+    if not to_hf and Path(dst).suffix not in (".pt", ".pth"):
+        raise ValueError(f"{dst}: the official checkpoint written from {src} must be a .pt or .pth file")
+    model = build_sam2(size, version)
+    apply_state_dict(model, state_dict, src)
+    return save_hf_dir(model, dst) if to_hf else save_official_pt(model, dst)

@@ -73,7 +73,11 @@ def _strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 
 def load_sam2_weights(model: Sam2Model, path: str | Path) -> None:
     """Load any accepted checkpoint kind into ``model``, strictly, with messages that name the file and keys."""
-    stored = read_state_dict(path)
+    apply_state_dict(model, read_state_dict(path), path)
+
+
+def apply_state_dict(model: Sam2Model, stored: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Load a state dict read from ``path`` (either layout) into ``model``, strictly; messages name ``path``."""
     weights = _as_hf_image_weights(stored, path)
     _check_version(stored, model, path)
     expected = model.state_dict()
