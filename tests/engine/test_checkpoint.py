@@ -94,7 +94,8 @@ def test_meta_json_is_human_readable(tmp_path):
     _save(tmp_path / "best", _parts(), 12, best=0.75)
     meta = json.loads((tmp_path / "best" / "meta.json").read_text())
     assert meta["step"] == 12 and meta["best"] == 0.75 and meta["metrics"] == {"miou": 0.5} and "time" in meta
-    assert sorted(p.name for p in (tmp_path / "best").iterdir()) == ["meta.json", "model.safetensors", "trainer_state.pt"]
+    files = sorted(p.name for p in (tmp_path / "best").iterdir())
+    assert files == ["meta.json", "model.safetensors", "trainer_state.pt"]
 
 
 def test_trainer_state_loads_with_weights_only(tmp_path):
@@ -128,6 +129,12 @@ def test_a_save_interrupted_between_renames_is_recovered(tmp_path):
     (tmp_path / "checkpoints" / "last").rename(tmp_path / "checkpoints" / ".last.previous")
     assert find_checkpoint(tmp_path, "last") == tmp_path / "checkpoints" / "last"
     assert load_checkpoint(tmp_path / "checkpoints" / "last", *_parts())["step"] == 4
+    # state after both renames, before the backup was removed: the next save still goes through
+    (tmp_path / "checkpoints" / ".last.previous").mkdir()
+    (tmp_path / "checkpoints" / ".last.previous" / "model.safetensors").write_text("stale")
+    _save(tmp_path / "checkpoints" / "last", _parts(), 5)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["last"]
+    assert load_checkpoint(tmp_path / "checkpoints" / "last", *_parts())["step"] == 5
 
 
 def test_find_checkpoint_prefers_best_then_last(tmp_path):

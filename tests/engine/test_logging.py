@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
+from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from toy_recipe import ToyRecipe, toy_spec
 
 from segfit.engine import trainer
 from segfit.engine.logging import RunLog, read_records
 from segfit.engine.plots import render_plots
 from segfit.engine.trainer import train
+
+sys.path.insert(0, str(Path(__file__).parent))  # the toy recipe sits next to the tests
+from toy_recipe import ToyRecipe, toy_spec  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -79,7 +79,8 @@ def _lrs(spec: OptimSpec, max_steps: int) -> list[float]:
 
 
 def test_constant_with_linear_warmup():
-    assert _lrs(OptimSpec(scheduler="constant", warmup_steps=4), 6) == pytest.approx([0.5, 1.0, 1.5, 2.0, 2.0, 2.0, 2.0])
+    lrs = _lrs(OptimSpec(scheduler="constant", warmup_steps=4), 6)
+    assert lrs == pytest.approx([0.5, 1.0, 1.5, 2.0, 2.0, 2.0, 2.0])
 
 
 def test_cosine_decays_to_min_ratio_at_max_steps():
@@ -94,7 +95,8 @@ def test_cosine_decays_to_min_ratio_at_max_steps():
 def test_multistep_multiplies_by_gamma_at_milestones():
     lrs = _lrs(OptimSpec(scheduler="multistep", milestones=[3, 5], gamma=0.5), 6)
     assert lrs == pytest.approx([2.0, 2.0, 2.0, 1.0, 1.0, 0.5, 0.5])
-    reference = torch.optim.lr_scheduler.MultiStepLR(torch.optim.SGD([nn.Parameter(torch.ones(1))], lr=2.0), [3, 5], 0.5)
+    sgd = torch.optim.SGD([nn.Parameter(torch.ones(1))], lr=2.0)
+    reference = torch.optim.lr_scheduler.MultiStepLR(sgd, milestones=[3, 5], gamma=0.5)
     expected = []
     for _ in range(7):
         expected.append(reference.get_last_lr()[0])

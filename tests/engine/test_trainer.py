@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from collections import namedtuple
 from pathlib import Path
 
 import pytest
 import safetensors.torch
 import torch
-from toy_recipe import ToyRecipe, toy_spec
 
 from segfit.engine import trainer
 from segfit.engine.logging import read_records
 from segfit.engine.trainer import evaluate, to_device, train
 from segfit.spec.schema import OptimSpec
+
+sys.path.insert(0, str(Path(__file__).parent))  # the toy recipe sits next to the tests
+from toy_recipe import ToyRecipe, toy_spec  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

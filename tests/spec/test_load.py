@@ -34,7 +34,7 @@ def test_defaults_file_then_overrides(tmp_path):
         ("train.max_steps=abc", "train.max_steps: expected an integer, got 'abc'"),
         ("train.resume=maybe", "train.resume: expected true or false"),
         ("data.train.map_channels=[blue,purple]", "data.train.map_channels[1]: 'purple' is not one of blue, green, red"),
-        ("model.image_size=500", "model.image_size: 500 must be a multiple of 16"),
+        ("model.image_size=500", "model.image_size: 500 must be a multiple of 32"),
         ("inference.points=[[1,2],[3]]", "inference.points: each point is [x, y]"),
         ("model.size=huge", "model.size: 'huge' is not one of"),
     ],

@@ -28,8 +28,6 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from segfit.engine.distributed import unwrap
-
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "trainer_state.pt"
 META_FILE = "meta.json"
@@ -118,7 +116,7 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        safetensors.torch.save_model(unwrap(model), str(tmp / MODEL_FILE))
+        safetensors.torch.save_model(model, str(tmp / MODEL_FILE))
         torch.save(
             {
                 "step": step,
@@ -136,6 +134,7 @@ def save_checkpoint(
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         backup = _backup_of(dir)
         if dir.exists():
+            shutil.rmtree(backup, ignore_errors=True)  # left by a save stopped after its second rename
             os.replace(dir, backup)
         os.replace(tmp, dir)
         shutil.rmtree(backup, ignore_errors=True)
@@ -150,7 +149,7 @@ def load_model_weights(model: nn.Module, path: Path) -> None:
     if not file.is_file():
         raise FileNotFoundError(f"{file}: no such weights file")
     try:
-        missing, unexpected = safetensors.torch.load_model(unwrap(model), str(file), strict=False)
+        missing, unexpected = safetensors.torch.load_model(model, str(file), strict=False)
     except RuntimeError as error:  # shape mismatches
         raise RuntimeError(f"{file}: weights do not fit the model: {error}") from error
     if missing or unexpected:

@@ -2,13 +2,16 @@
 
 One process per device; ``torchrun`` sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` (and the rendezvous
 address) in each process's environment. Without them (or with ``WORLD_SIZE=1``) everything here is a no-op.
+
+Data parallelism without a model wrapper: the processes start from rank 0's weights, each runs the recipe's
+step on its own samples, and the gradients are averaged before every optimizer step. Recipes therefore get
+the plain model (its attributes and sub-modules as they are), in training and in evaluation alike.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -16,10 +19,10 @@ from typing import Any
 import torch
 import torch.distributed as torch_dist
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 # Rank 0 evaluates while the other ranks wait at a collective; a long validation must not time them out.
 COLLECTIVE_TIMEOUT = timedelta(hours=2)
+BUCKET_ELEMENTS = 2**24  # gradients all-reduced together (64 MB in fp32)
 
 
 @dataclass(frozen=True)
@@ -44,16 +47,20 @@ def local_rank() -> int:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` → a device; under ``torchrun``, ``auto`` and ``cuda`` pick ``cuda:LOCAL_RANK``."""
+    """``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` → a device; ``auto`` and ``cuda`` pick ``cuda:LOCAL_RANK`` (0 without
+    ``torchrun``)."""
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
         raise ValueError(f"train.device: {name!r} is not one of auto, cpu, cuda, cuda:N")
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise ValueError(f"train.device: {name!r} requested, but CUDA is not available (torch {torch.__version__}); use cpu")
+        raise ValueError(
+            f"train.device: {name!r} requested, but CUDA is not available (torch {torch.__version__}); use cpu"
+        )
     device = torch.device(name if ":" in name else f"cuda:{local_rank()}")
     if device.index >= torch.cuda.device_count():
-        raise ValueError(f"train.device: {device} requested, but only {torch.cuda.device_count()} CUDA device(s) are visible")
+        visible = torch.cuda.device_count()
+        raise ValueError(f"train.device: {device} requested, but only {visible} CUDA device(s) are visible")
     return device
 
 
@@ -77,33 +84,63 @@ def cleanup(dist: Dist) -> None:
         torch_dist.destroy_process_group()
 
 
-def wrap(model: nn.Module, device: torch.device, dist: Dist) -> nn.Module:
-    """DDP wrapper when distributed (it averages gradients across ranks), else the model itself."""
+def broadcast_model(model: nn.Module, dist: Dist) -> None:
+    """Give every process rank 0's parameters and buffers (a random initialisation differs between ranks)."""
     if not dist.active:
-        return model
-    # Recipes may leave parts unused on some steps (SAM 2's extra mask heads on multi-click steps), which plain
-    # DDP would report as an error; finding unused parameters costs one graph walk per step.
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                   find_unused_parameters=True)
+        return
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            torch_dist.broadcast(tensor, src=0)
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, DistributedDataParallel) else model
+def average_gradients(params: list[nn.Parameter], dist: Dist) -> None:
+    """Replace each gradient by its mean over the processes, once per optimizer step (after all accumulation).
+
+    This is what DDP computes, done after the backward passes instead of during them: it works whatever the
+    recipe's forward does (calls into sub-modules, several forward passes per step, parts left unused on some
+    steps). A gradient missing on some ranks counts as zero there; one missing on all ranks stays missing.
+    """
+    if not dist.active:
+        return
+    device = params[0].device
+    present = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
+    torch_dist.all_reduce(present)
+    grads = []
+    for param, count in zip(params, present.tolist()):
+        if count:
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)
+            grads.append(param.grad)
+    for bucket in _buckets(grads):
+        flat = torch.cat([g.reshape(-1) for g in bucket])
+        torch_dist.all_reduce(flat)
+        flat /= dist.world_size
+        for grad, reduced in zip(bucket, flat.split([g.numel() for g in bucket])):
+            grad.copy_(reduced.view_as(grad))
 
 
-def gradient_sync(model: nn.Module, sync: bool) -> AbstractContextManager:
-    """Skip DDP's gradient all-reduce on accumulation micro-steps that are not the last one."""
-    return nullcontext() if sync or not isinstance(model, DistributedDataParallel) else model.no_sync()
+def _buckets(tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+    """Consecutive runs of same-dtype tensors of up to BUCKET_ELEMENTS elements: few, large all-reduces."""
+    buckets: list[list[torch.Tensor]] = []
+    size = 0
+    for tensor in tensors:
+        if not buckets or tensor.dtype != buckets[-1][0].dtype or size + tensor.numel() > BUCKET_ELEMENTS:
+            buckets.append([])
+            size = 0
+        buckets[-1].append(tensor)
+        size += tensor.numel()
+    return buckets
 
 
 def all_reduce_mean(values: dict[str, float], device: torch.device, dist: Dist) -> dict[str, float]:
     """Mean of each scalar over ranks (every rank must pass the same keys)."""
     if not dist.active or not values:
         return values
-    keys = sorted(values)
+    keys = sorted(values)  # the same order on every rank, whatever order each built its dict in
     packed = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
     torch_dist.all_reduce(packed)
-    return dict(zip(keys, (packed / dist.world_size).tolist()))
+    means = dict(zip(keys, (packed / dist.world_size).tolist()))
+    return {key: means[key] for key in values}
 
 
 def all_gather(obj: Any, dist: Dist) -> list[Any]:

@@ -33,16 +33,21 @@ def build_optimizer(groups: list[ParamGroup], spec: OptimSpec) -> torch.optim.Ad
         trainable = [(n, p) for n, p in group["params"] if p.requires_grad]
         for name, param in trainable:
             if id(param) in owner:
-                raise ValueError(f"parameter {name} is in two parameter groups: {owner[id(param)]!r} and {group['name']!r}")
+                raise ValueError(
+                    f"parameter {name} is in two parameter groups: {owner[id(param)]!r} and {group['name']!r}"
+                )
             owner[id(param)] = group["name"]
         decay = [p for n, p in trainable if takes_weight_decay(n, p)]
         no_decay = [p for n, p in trainable if not takes_weight_decay(n, p)]
         for params, weight_decay in ((decay, spec.weight_decay), (no_decay, 0.0)):
             if params:
-                torch_groups.append({"name": group["name"], "params": params, "lr": group["lr"], "weight_decay": weight_decay})
+                torch_groups.append(
+                    {"name": group["name"], "params": params, "lr": group["lr"], "weight_decay": weight_decay}
+                )
     if not torch_groups:
         raise ValueError("no trainable parameters: every parameter of recipe.param_groups() has requires_grad=False")
-    return torch.optim.AdamW(torch_groups, lr=spec.base_lr, betas=(spec.betas[0], spec.betas[1]), weight_decay=spec.weight_decay)
+    betas = (spec.betas[0], spec.betas[1])
+    return torch.optim.AdamW(torch_groups, lr=spec.base_lr, betas=betas, weight_decay=spec.weight_decay)
 
 
 def lr_factor(step: int, spec: OptimSpec, max_steps: int) -> float:
@@ -63,7 +68,9 @@ def lr_factor(step: int, spec: OptimSpec, max_steps: int) -> float:
     raise ValueError(f"train.optim.scheduler: unknown schedule {spec.scheduler!r}; known: constant, cosine, multistep")
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, spec: OptimSpec, max_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, spec: OptimSpec, max_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     # A plain function (not a callable object) keeps the spec out of the scheduler's state_dict, so a resumed
     # run follows the schedule of its current spec at the restored step.
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, spec, max_steps))

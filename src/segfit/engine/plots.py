@@ -53,7 +53,7 @@ def render_plots(results_dir: Path) -> list[Path]:
     val = [r for r in records if r["split"] == "val"]
     out = Path(results_dir) / "plots"
     plots = [
-        (out / "loss.png", train, lambda k: k not in NOT_TERMS and not k.startswith("lr/"), "training loss terms", False),
+        (out / "loss.png", train, lambda k: k not in NOT_TERMS and not k.startswith("lr/"), "training", False),
         (out / "metrics.png", val, lambda k: k not in NOT_TERMS, "validation metrics", False),
         (out / "lr.png", train, lambda k: k.startswith("lr/"), "learning rate", True),
     ]

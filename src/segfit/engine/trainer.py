@@ -31,12 +31,12 @@ from segfit.engine.checkpoint import (
 from segfit.engine.distributed import (
     all_gather,
     all_reduce_mean,
+    average_gradients,
     barrier,
+    broadcast_model,
     cleanup,
-    gradient_sync,
     init_distributed,
     resolve_device,
-    wrap,
 )
 from segfit.engine.logging import METRICS_FILE, RunLog
 from segfit.engine.optim import apply_schedule, build_optimizer, build_scheduler
@@ -70,17 +70,19 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
         best_metric = cfg.best_metric or recipe.default_best_metric
         step, best, elapsed_before = 0, None, 0.0
         if cfg.resume and find_checkpoint(results_dir, "last"):
-            state = load_checkpoint(results_dir / "checkpoints" / "last", model, optimizer, scheduler, scaler, rank=dist.rank)
+            last = results_dir / "checkpoints" / "last"
+            state = load_checkpoint(last, model, optimizer, scheduler, scaler, rank=dist.rank)
             sampler.load_state_dict(state["sampler_state"])
             apply_schedule(scheduler)  # the schedule of this spec (max_steps may have grown since the save)
             step, best, elapsed_before = state["step"], state["best"], state["extra"]["elapsed"]
             if dist.is_main:
-                print(f"resuming from {results_dir / 'checkpoints' / 'last'} at step {step}")
+                print(f"resuming from {last} at step {step}")
         elif dist.is_main and (results_dir / "checkpoints").is_dir():
-            # a fresh start owns results_dir: a stale `best` must not outlive the run it came from
+            # a fresh start owns results_dir: checkpoints of an earlier run must not be resumed or picked as best
             print(f"starting afresh in {results_dir}: its earlier checkpoints and metrics are replaced")
-            shutil.rmtree(results_dir / "checkpoints" / "best", ignore_errors=True)
-        ddp_model = wrap(model, device, dist)
+            shutil.rmtree(results_dir / "checkpoints")
+        broadcast_model(model, dist)
+        trainable = [p for p in model.parameters() if p.requires_grad]
         batches = iter(DataLoader(
             dataset, batch_size=spec.data.batch_size, sampler=sampler, collate_fn=recipe.collate,
             num_workers=spec.data.num_workers, pin_memory=device.type == "cuda",
@@ -105,15 +107,15 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
         model.train()
         while step < cfg.max_steps:
             step_started = time.perf_counter()
-            for micro in range(cfg.grad_accum_steps):
+            for _ in range(cfg.grad_accum_steps):
                 batch = to_device(next(batches), device)
-                with gradient_sync(ddp_model, sync=micro == cfg.grad_accum_steps - 1):
-                    with autocast(cfg.precision, device):
-                        terms = recipe.training_step(ddp_model, batch)
-                    _check_finite(terms, step + 1)
-                    scaler.scale(terms["loss"] / cfg.grad_accum_steps).backward()
+                with autocast(cfg.precision, device):
+                    terms = recipe.training_step(model, batch)
+                _check_finite(terms, step + 1)
+                scaler.scale(terms["loss"] / cfg.grad_accum_steps).backward()
                 sampler.advance(spec.data.batch_size)
                 window.add(terms)
+            average_gradients(trainable, dist)  # over processes; scaled gradients average like unscaled ones
             scaler.unscale_(optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
             lrs = {f"lr/{group['name']}": group["lr"] for group in optimizer.param_groups}  # the lr this step used
@@ -143,8 +145,9 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
                     last_val = evaluate(recipe, model, results_dir / "samples" / f"step_{step:06d}", cfg.seed)
                     log.log({"step": step, "split": "val", **last_val,
                              "time": elapsed_before + time.perf_counter() - started})
-                    if improves(_metric(last_val, best_metric), best, cfg.best_mode):
-                        best = _metric(last_val, best_metric)
+                    value = _metric(last_val, best_metric)
+                    if improves(value, best, cfg.best_mode):
+                        best = value
                         save("best", last_val, rng_states)
                 if checkpoint_due:
                     save("last", last_val, rng_states)

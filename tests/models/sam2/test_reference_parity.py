@@ -41,7 +41,7 @@ def image(tmp_path_factory) -> np.ndarray:
     coarse = np.random.default_rng(7).integers(0, 256, (6, 8, 3), dtype=np.uint8)
     path = tmp_path_factory.mktemp("parity") / "image.png"
     Image.fromarray(coarse).resize((640, 480), Image.BICUBIC).save(path)
-    return np.asarray(Image.open(path).convert("RGB"))
+    return np.array(Image.open(path).convert("RGB"))
 
 
 @pytest.mark.parametrize(("size", "version"), list(REFERENCE_YAML))

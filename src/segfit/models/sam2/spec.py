@@ -27,7 +27,7 @@ class Sam2ModelSpec(ModelSpec):
     size: Literal["test", "tiny", "small", "base_plus", "large"] = "tiny"
     """Official sizes, plus ``test``: a deliberately tiny variant for fast tests."""
     version: Literal["2.0", "2.1"] = "2.1"
-    """SAM 2.0 (July 2024) or 2.1 checkpoints; must match ``checkpoint`` (loading names the mismatch)."""
+    """SAM 2.0 (July 2024) or 2.1; the image models have the same shapes, only the video parts differ."""
     image_size: int = 1024
     """Square model input; images are stretched to it (as SAM 2 does), outputs mapped back to the original size."""
     trainable: list[Part] = field(default_factory=lambda: ["prompt_encoder", "mask_decoder"])
@@ -36,8 +36,8 @@ class Sam2ModelSpec(ModelSpec):
     """Predict 3 masks for single-click prompts and train the best one (as the official trainer)."""
 
     def __post_init__(self) -> None:
-        if self.image_size < 256 or self.image_size % 16:
-            raise ValueError(f"image_size: {self.image_size} must be a multiple of 16 and at least 256")
+        if self.image_size < 256 or self.image_size % 32:  # the FPN adds stride-32 features upsampled ×2 to stride-16 ones
+            raise ValueError(f"image_size: {self.image_size} must be a multiple of 32 and at least 256")
 
 
 @dataclass
