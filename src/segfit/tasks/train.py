@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from segfit.engine.trainer import train
@@ -10,5 +11,6 @@ from segfit.spec import save_resolved
 
 
 def run(spec: Any) -> dict[str, Any]:
-    print(f"resolved spec: {save_resolved(spec)}")
+    if int(os.environ.get("RANK", 0)) == 0:  # under torchrun, one process writes
+        print(f"resolved spec: {save_resolved(spec)}")
     return train(recipe_for(spec), spec)

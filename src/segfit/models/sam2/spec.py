@@ -22,6 +22,16 @@ Part = Literal["image_encoder", "prompt_encoder", "mask_decoder"]
 
 
 @dataclass
+class Sam2LoraSpec:
+    rank: int = 0
+    """LoRA rank; 0 disables LoRA."""
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: list[Literal["image_encoder", "mask_decoder"]] = field(default_factory=lambda: ["image_encoder"])
+    """Where adapters go: attention projections of the image encoder and/or of the mask decoder."""
+
+
+@dataclass
 class Sam2ModelSpec(ModelSpec):
     name: str = "sam2"
     size: Literal["test", "tiny", "small", "base_plus", "large"] = "tiny"
@@ -34,6 +44,9 @@ class Sam2ModelSpec(ModelSpec):
     """Parts that are fine-tuned; the rest is frozen. A frozen image encoder runs without gradients (much faster)."""
     multimask_output: bool = True
     """Predict 3 masks for single-click prompts and train the best one (as the official trainer)."""
+    lora: Sam2LoraSpec = field(default_factory=Sam2LoraSpec)
+    activation_checkpointing: bool = False
+    """Recompute image-encoder blocks in the backward pass: less memory when the encoder is trained, ~30% slower."""
 
     def __post_init__(self) -> None:
         if self.image_size < 256 or self.image_size % 32:  # the FPN adds stride-32 features upsampled ×2 to stride-16 ones
@@ -45,12 +58,44 @@ class Sam2OptimSpec(OptimSpec):
     base_lr: float = 5.0e-6
     vision_lr: float = 3.0e-6
     """Learning rate of the image encoder (when trained)."""
+    layer_decay: float = 0.9
+    """Layer-wise lr decay in the image encoder: block i of n gets vision_lr · layer_decay^(n - i) (official 0.9;
+    1.0 disables)."""
 
 
 @dataclass
 class Sam2PromptSpec:
+    """How training prompts are simulated per object (docs/prompts-and-losses.md)."""
+
+    prob_click: float = 0.5
+    """First prompt is a click with this probability (official single-image default 0.5)..."""
+    prob_box: float = 0.5
+    """...a noisy box with this one (official 0.5)..."""
+    prob_mask: float = 0.0
+    """...or the ground-truth mask (official: 0 for single images; 0.5 for video frames). The three must sum to 1."""
     max_points: int = 1
-    """Each object is prompted with 1..max_points positive clicks sampled inside its mask (same count per image)."""
+    """A first click prompt has 1..max_points positive clicks (same count for every object of an image)."""
+    click_at: Literal["random", "center"] = "random"
+    """First clicks drawn uniformly inside the mask, or at its centre (the point farthest from the boundary)."""
+    box_noise: float = 0.1
+    """Box corner noise as a fraction of the box side (official 0.1)..."""
+    box_noise_max: float = 20.0
+    """...capped at this many pixels (official 20)."""
+    num_correction_clicks: int = 7
+    """Correction clicks after the first prediction, each re-predicting with the previous low-res logits as mask
+    input, with loss on every step (official 7). 0 trains on first prompts only."""
+    correction_click: Literal["uniform", "center"] = "uniform"
+    """Correction clicks sampled uniformly in the error region (official training) or at the centre of the largest
+    error (the evaluation protocol)."""
+    prob_click_from_gt: float = 0.1
+    """Fraction of correction clicks drawn from the ground-truth mask instead of the error region (official 0.1)."""
+
+    def __post_init__(self) -> None:
+        total = self.prob_click + self.prob_box + self.prob_mask
+        if abs(total - 1.0) > 1e-6 or min(self.prob_click, self.prob_box, self.prob_mask) < 0:
+            raise ValueError(f"prob_click: prob_click + prob_box + prob_mask must be 1 (each ≥ 0), got {total:g}")
+        if self.max_points < 1 or self.num_correction_clicks < 0:
+            raise ValueError("max_points: must be ≥ 1 (and num_correction_clicks ≥ 0)")
 
 
 @dataclass
@@ -59,23 +104,45 @@ class Sam2LossSpec:
     """Weight of the sigmoid focal loss (alpha 0.25, gamma 2)."""
     dice: float = 1.0
     iou: float = 1.0
-    """Weight of the L1 loss between predicted and actual IoU (on all multimask outputs)."""
+    """Weight of the L1 loss between predicted and actual IoU."""
     object_score: float = 1.0
     """Weight of the BCE loss on "the object is present"."""
+    supervise_all_iou: bool = True
+    """IoU loss on all three multimask outputs (official), not only the one trained."""
+    resolution: Literal["full", "low", "points"] = "full"
+    """Where mask losses are computed: ``full`` (logits upsampled to model resolution, official), ``low`` (the
+    decoder's 1/4-resolution logits against downsampled masks) or ``points`` (importance-sampled points, as
+    Mask2Former / PointRend)."""
+    num_points: int = 12544
+    """``points``: points per mask (112², the Mask2Former default)."""
+    oversample_ratio: float = 3.0
+    importance_sample_ratio: float = 0.75
+    """``points``: fraction of points taken where the prediction is most uncertain; the rest uniform."""
+
+
+@dataclass
+class Sam2CacheSpec:
+    mode: Literal["off", "memory", "disk"] = "memory"
+    """Frozen image encoder: compute each image view's embeddings once and reuse them (exact; colour jitter is
+    then turned off, flips stay since each flipped view is cached on its own). Ignored when the encoder trains."""
+    max_gb: float = 4.0
+    """Size bound of the cache; the least recently used entries go first."""
 
 
 @dataclass
 class Sam2TrainSpec(TrainSpec):
     optim: Sam2OptimSpec = field(default_factory=Sam2OptimSpec)
+    embedding_cache: Sam2CacheSpec = field(default_factory=Sam2CacheSpec)
     prompts: Sam2PromptSpec = field(default_factory=Sam2PromptSpec)
     loss: Sam2LossSpec = field(default_factory=Sam2LossSpec)
 
 
 @dataclass
 class Sam2EvaluateSpec(EvaluateSpec):
-    max_clicks: int = 5
+    max_clicks: int = 20
     """Clicks per object in the click protocol (first at the point farthest from the boundary, then at the centre
-    of the largest error). mIoU is reported after 1, 3 and 5 clicks, NoC@85/90 capped at this (20 in the literature)."""
+    of the largest error). mIoU is reported after 1, 3 and 5 clicks; NoC@85/90 counts clicks up to this cap (20 in
+    the interactive-segmentation literature; lower it for quick checks on a CPU)."""
     object_batch: int = 16
     """Objects of one image predicted together (memory bound)."""
 
@@ -108,6 +175,10 @@ class Sam2InferenceSpec(InferenceSpec):
     """prompted: JSON file of prompts per image (see docs/inference.md); overrides points/boxes."""
     multimask_output: bool = True
     """prompted: for a single click, predict 3 masks and keep the best-scoring one."""
+    backend: Literal["torch", "onnx"] = "torch"
+    """``onnx`` runs the graphs written by ``segfit export`` (``onnx_dir``) in onnxruntime."""
+    onnx_dir: str = ""
+    """Folder with the exported ONNX graphs; empty = ``results_dir/export/onnx``."""
     automatic: Sam2AutomaticSpec = field(default_factory=Sam2AutomaticSpec)
 
     def __post_init__(self) -> None:
@@ -121,8 +192,9 @@ class Sam2InferenceSpec(InferenceSpec):
 
 @dataclass
 class Sam2ExportSpec(ExportSpec):
-    formats: list[Literal["hf", "official"]] = field(default_factory=lambda: ["hf", "official"])
-    """``hf``: a directory for ``Sam2Model.from_pretrained``; ``official``: ``{"model": state_dict}`` .pt for ``build_sam2``."""
+    formats: list[Literal["hf", "official", "onnx"]] = field(default_factory=lambda: ["hf", "official", "onnx"])
+    """``hf``: a directory for ``Sam2Model.from_pretrained``; ``official``: ``{"model": state_dict}`` .pt for
+    ``build_sam2``; ``onnx``: image encoder and prompt encoder + mask decoder graphs, each checked in onnxruntime."""
 
 
 @dataclass
