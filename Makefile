@@ -43,6 +43,7 @@ test: $(VENV)/.reference
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_finetune_step.py
+	$(BIN)/python benchmarks/bench_activation_checkpointing.py
 
 clean:
 	rm -rf runs/sam2_demo data/synth

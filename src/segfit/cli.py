@@ -23,7 +23,7 @@ SPEC_TASKS = {
     "train": "fine-tune a model (auto-resumes from results_dir)",
     "evaluate": "metrics of a checkpoint (default: the run's best) on data.test or data.val",
     "inference": "run a checkpoint on images: prompted masks or an automatic instance map",
-    "export": "write a checkpoint in exchange formats (Hugging Face directory, official .pt)",
+    "export": "write a checkpoint in exchange formats (Hugging Face directory, official .pt, ONNX)",
 }
 
 

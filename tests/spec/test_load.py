@@ -68,3 +68,12 @@ def test_interpolation_and_resolved_copy(tmp_path):
     saved = save_resolved(spec)
     assert saved == tmp_path / "run" / "spec.resolved.yaml"
     assert load_spec(saved) == spec  # the resolved spec reproduces the run
+
+
+def test_yaml_booleans_map_back_to_choices(tmp_path):
+    """``mode: off`` is a YAML boolean; a choice spelled ``off`` must still be accepted, from file and command line."""
+    spec = load_spec(write(tmp_path, "model: {name: sam2}\ntrain: {embedding_cache: {mode: off}}\n"))
+    assert spec.train.embedding_cache.mode == "off"
+    assert load_spec(None, ["model.name=sam2", "train.embedding_cache.mode=off"]).train.embedding_cache.mode == "off"
+    with pytest.raises(SpecError, match="train.precision: False is not one of"):
+        load_spec(None, ["model.name=sam2", "train.precision=off"])

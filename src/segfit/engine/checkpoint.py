@@ -2,9 +2,16 @@
 
 Layout of one checkpoint (``results_dir/checkpoints/last/``, ``.../best/``)::
 
-    model.safetensors    the model's state_dict (tied tensors stored once)
+    model.safetensors    the model's weights (tied tensors stored once), see below
     trainer_state.pt     optimizer, scheduler, scaler, RNG states per rank, step, sampler position, best value
     meta.json            step, time, best value and the metrics of the step
+
+What ``model.safetensors`` holds (one rule for every family): when the model was built from a weights file (the
+spec's ``model.checkpoint``, passed as ``base``) and some of its parameters are frozen, only what training changes —
+the parameters with ``requires_grad`` and the buffers — and the absolute path of that file; the frozen rest is that
+file's, rebuilt by the recipe. So a run with a frozen image encoder or with LoRA adapters writes megabytes, not the
+whole model. Otherwise (random initialisation, or nothing frozen) the whole state_dict. The file's metadata says
+which (``segfit.weights``: ``full`` or ``trainable``; ``segfit.base``: the file), so loaders need no spec.
 
 A checkpoint is written into a temporary sibling directory and renamed over the old one only when complete,
 so a crash while saving leaves the previous checkpoint intact. Everything in ``trainer_state.pt`` is tensors
@@ -29,6 +36,10 @@ import torch
 from torch import nn
 
 MODEL_FILE = "model.safetensors"
+WEIGHTS_KIND = "segfit.weights"
+"""safetensors metadata key of weights the trainer wrote: ``full`` or ``trainable`` (only what trains)."""
+WEIGHTS_BASE = "segfit.base"
+"""safetensors metadata key of ``trainable`` weights: the file the frozen parameters come from."""
 STATE_FILE = "trainer_state.pt"
 META_FILE = "meta.json"
 CHECKPOINT_NAMES = ("best", "last")
@@ -102,6 +113,7 @@ def save_checkpoint(
     *,
     best: float | None = None,
     rng_states: list[dict[str, Any]] | None = None,
+    base: str | None = None,
 ) -> None:
     """Write checkpoint ``dir`` atomically.
 
@@ -109,6 +121,7 @@ def save_checkpoint(
         extra: JSON-serialisable values kept in the trainer state and shown in ``meta.json`` (e.g. metrics).
         best: best validation value so far, restored on resume.
         rng_states: generator states of every rank (index = rank); default: this process's.
+        base: the weights file the model was built from (``model.checkpoint``): frozen parameters are not stored.
     """
     dir = Path(dir)
     _recover(dir)
@@ -116,7 +129,7 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        safetensors.torch.save_model(model, str(tmp / MODEL_FILE))
+        weights_info = save_weights(model, tmp / MODEL_FILE, base)
         torch.save(
             {
                 "step": step,
@@ -130,7 +143,8 @@ def save_checkpoint(
             },
             tmp / STATE_FILE,
         )
-        meta = {"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "best": best, **extra}
+        meta = {"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "best": best,
+                **weights_info, **extra}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         backup = _backup_of(dir)
         if dir.exists():
@@ -142,8 +156,44 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def save_weights(model: nn.Module, file: Path, base: str | None) -> dict[str, str]:
+    """Write ``model``'s weights to ``file`` by the rule in the module docstring; returns what ``meta.json`` shows."""
+    if base is None or not _frozen_names(model):
+        safetensors.torch.save_model(model, str(file), metadata={WEIGHTS_KIND: "full"})
+        return {"weights": "full"}
+    stored = model.state_dict().keys()  # persistent buffers only
+    tensors = {name: param for name, param in model.named_parameters() if param.requires_grad}
+    tensors.update((name, buffer) for name, buffer in model.named_buffers() if name in stored)
+    base = str(Path(base).resolve())
+    safetensors.torch.save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(file),
+                                {WEIGHTS_KIND: "trainable", WEIGHTS_BASE: base})
+    return {"weights": "trainable", "base": base}
+
+
+def _frozen_names(model: nn.Module) -> set[str]:
+    return {name for name, param in model.named_parameters(remove_duplicate=False) if not param.requires_grad}
+
+
+def trainer_weights(path: Path) -> tuple[str, str | None] | None:
+    """``(kind, base)`` of a weights file the trainer wrote (``full``/``trainable``, the base file or None), or
+    None for any other path (foreign safetensors files, directories, ``.pt`` files)."""
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return None
+    try:
+        with safetensors.safe_open(str(path), "pt") as f:
+            metadata = f.metadata() or {}
+    except (safetensors.SafetensorError, OSError):  # unreadable: whoever loads it reports that
+        return None
+    return (metadata[WEIGHTS_KIND], metadata.get(WEIGHTS_BASE)) if WEIGHTS_KIND in metadata else None
+
+
 def load_model_weights(model: nn.Module, path: Path) -> None:
-    """Load ``path`` (a checkpoint directory or a ``.safetensors`` file) into ``model``; every key must match."""
+    """Load ``path`` (a checkpoint directory or a ``.safetensors`` file) into ``model``; every key must match.
+
+    Trainable-only weights leave the model's frozen parameters as they are (the recipe built them from the base);
+    every other parameter must be in the file.
+    """
     path = Path(path)
     file = path / MODEL_FILE if path.is_dir() else path
     if not file.is_file():
@@ -152,6 +202,8 @@ def load_model_weights(model: nn.Module, path: Path) -> None:
         missing, unexpected = safetensors.torch.load_model(model, str(file), strict=False)
     except RuntimeError as error:  # shape mismatches
         raise RuntimeError(f"{file}: weights do not fit the model: {error}") from error
+    if (trainer_weights(file) or ("full",))[0] == "trainable":
+        missing = set(missing) - _frozen_names(model)
     if missing or unexpected:
         raise RuntimeError(
             f"{file}: weights do not match the model: {len(missing)} missing key(s) {sorted(missing)[:5]}, "
@@ -167,9 +219,11 @@ def load_checkpoint(
     scaler: torch.amp.GradScaler | None = None,
     *,
     rank: int = 0,
+    base: str | None = None,
 ) -> dict[str, Any]:
     """Restore weights, the given trainer parts and this rank's RNG states from ``dir``.
 
+    ``base`` is the weights file ``model`` was built from; trainable-only weights must have been trained from it.
     Returns ``{"step", "sampler_state", "best", "extra"}``.
     """
     dir = Path(dir)
@@ -177,6 +231,7 @@ def load_checkpoint(
     state_file = dir / STATE_FILE
     if not state_file.is_file():
         raise FileNotFoundError(f"{state_file}: no trainer state (is {dir} a checkpoint directory?)")
+    _check_base(dir / MODEL_FILE, base)
     load_model_weights(model, dir)
     state = torch.load(state_file, map_location="cpu", weights_only=True)
     if optimizer is not None:
@@ -189,6 +244,22 @@ def load_checkpoint(
     # With a different number of processes the sample order changes anyway; reuse the saved states round-robin.
     set_rng_state(state["rng"][rank % len(state["rng"])])
     return {"step": state["step"], "sampler_state": state["sampler"], "best": state["best"], "extra": state["extra"]}
+
+
+def _check_base(file: Path, base: str | None) -> None:
+    kind, trained_from = trainer_weights(file) or ("full", None)
+    if kind == "trainable" and (base is None or not _same_file(trained_from, base)):
+        raise ValueError(
+            f"{file}: holds only the trained parameters of a model built from {trained_from}, but this model was "
+            f"built from {base or 'random weights'}; set model.checkpoint back to that file (or start afresh)"
+        )
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them is gone: compare the paths
+        return Path(a).resolve() == Path(b).resolve()
 
 
 def find_checkpoint(results_dir: Path, which: str = "best") -> Path | None:

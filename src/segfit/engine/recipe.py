@@ -27,7 +27,11 @@ class Recipe(Protocol):
     """Validation metric that picks the ``best`` checkpoint unless ``train.best_metric`` says otherwise."""
 
     def build_model(self) -> nn.Module:
-        """The model with ``model.checkpoint`` loaded (random weights if none) and frozen parts frozen."""
+        """The model with ``model.checkpoint`` loaded (random weights if none) and frozen parts frozen.
+
+        Frozen parameters (``requires_grad=False``) must come from ``model.checkpoint`` alone, the same on every
+        build: checkpoints of a model built from a file store only what trains and rebuild the rest this way.
+        """
         ...
 
     def param_groups(self, model: nn.Module) -> list[ParamGroup]:

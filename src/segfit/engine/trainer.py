@@ -4,7 +4,8 @@
     torchrun --nproc_per_node 4 -m segfit train -e spec.yaml    # data-parallel over 4 GPUs of one machine
 
 Outputs under ``results_dir``: ``checkpoints/{last,best}/``, ``metrics.jsonl``, ``results.csv``, ``tensorboard/``,
-``plots/*.png`` and ``samples/step_NNNNNN/`` (the recipe's validation overlays).
+``plots/*.png`` and ``samples/step_NNNNNN/`` (the recipe's validation overlays). Checkpoints of a model started from
+``model.checkpoint`` with frozen parameters hold only what trains (``engine/checkpoint.py``).
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
         step, best, elapsed_before = 0, None, 0.0
         if cfg.resume and find_checkpoint(results_dir, "last"):
             last = results_dir / "checkpoints" / "last"
-            state = load_checkpoint(last, model, optimizer, scheduler, scaler, rank=dist.rank)
+            state = load_checkpoint(last, model, optimizer, scheduler, scaler, rank=dist.rank,
+                                    base=spec.model.checkpoint)
             sampler.load_state_dict(state["sampler_state"])
             apply_schedule(scheduler)  # the schedule of this spec (max_steps may have grown since the save)
             step, best, elapsed_before = state["step"], state["best"], state["extra"]["elapsed"]
@@ -102,7 +104,7 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
             extra = {"elapsed": elapsed_before + time.perf_counter() - started, "best_metric": best_metric,
                      "metrics": val_metrics}
             save_checkpoint(results_dir / "checkpoints" / name, model, optimizer, scheduler, scaler, step,
-                            sampler.state_dict(), extra, best=best, rng_states=rng_states)
+                            sampler.state_dict(), extra, best=best, rng_states=rng_states, base=spec.model.checkpoint)
 
         model.train()
         while step < cfg.max_steps:

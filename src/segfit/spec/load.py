@@ -22,6 +22,10 @@ from segfit.registry import spec_class_for
 from segfit.spec.schema import Spec
 
 
+YAML_TRUE = ("on", "yes", "true")
+YAML_FALSE = ("off", "no", "false")
+
+
 class SpecError(ValueError):
     """A spec problem, with the dotted key path it concerns."""
 
@@ -96,6 +100,9 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         raise SpecError(errors[0] if len(errors) == 1 else f"{path}: {value!r} does not fit {_type_name(tp)}")
     if origin is Literal:
         choices = typing.get_args(tp)
+        if isinstance(value, bool):  # YAML reads off/no/on/yes as booleans; map them back to a matching choice
+            spelled = [c for c in choices if str(c).lower() in (YAML_TRUE if value else YAML_FALSE)]
+            value = spelled[0] if spelled else value
         if value not in choices:
             close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""

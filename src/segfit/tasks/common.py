@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from segfit.engine.checkpoint import find_checkpoint
+from segfit.engine.checkpoint import find_checkpoint, load_model_weights, trainer_weights
 from segfit.engine.distributed import resolve_device
 from segfit.registry import recipe_for
 
@@ -23,10 +23,21 @@ def weights_for(spec: Any, explicit: str | None) -> str | None:
 
 
 def recipe_with_model(spec: Any, explicit_checkpoint: str | None) -> tuple[Any, torch.nn.Module]:
-    """The family's recipe and its model loaded with the task's weights, in eval mode on ``train.device``."""
+    """The family's recipe and its model loaded with the task's weights, in eval mode on ``train.device``.
+
+    Weights the trainer wrote go into the model the recipe builds (adapters included): built from the base file they
+    were trained on when they hold only the trained parameters, else from random weights they then replace. Any
+    other weights file is the model's starting point, as ``model.checkpoint``.
+    """
     weights = weights_for(spec, explicit_checkpoint)
-    spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, checkpoint=weights))
+    trained = trainer_weights(Path(weights)) if weights else None
+    start = trained[1] if trained else weights
+    spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, checkpoint=start))
     recipe = recipe_for(spec)
-    model = recipe.build_model().to(resolve_device(spec.train.device)).eval()
-    print(f"weights: {weights or 'random initialisation (no checkpoint found or given)'}")
+    model = recipe.build_model()
+    if trained:
+        load_model_weights(model, Path(weights))
+    model = model.to(resolve_device(spec.train.device)).eval()
+    on_base = f" (trained parameters; the frozen rest from {start})" if trained and start else ""
+    print(f"weights: {weights or 'random initialisation (no checkpoint found or given)'}{on_base}")
     return recipe, model

@@ -1,4 +1,5 @@
-"""SAM 2 losses against Meta's reference ``training.loss_fns`` (values and gradients), plus the ignore mask."""
+"""SAM 2 losses against Meta's reference ``training.loss_fns`` (values and gradients), the ignore mask, and the
+low-resolution and point-sampled variants against the full-resolution loss."""
 
 import sys
 import types
@@ -6,7 +7,20 @@ import types
 import pytest
 import torch
 
-from segfit.models.sam2.losses import LossWeights, actual_iou, dice_loss, sam2_losses, sigmoid_focal_loss
+from segfit.models.sam2.losses import (
+    LossWeights,
+    MaskTargets,
+    actual_iou,
+    dice_loss,
+    low_res_targets,
+    mean_iou,
+    point_sample,
+    sam2_losses,
+    sigmoid_focal_loss,
+    step_terms,
+    total_losses,
+    uncertain_points,
+)
 
 OFFICIAL_WEIGHTS = {"loss_mask": 20.0, "loss_dice": 1.0, "loss_iou": 1.0, "loss_class": 1.0}
 KEYS = ("loss_mask", "loss_dice", "loss_iou", "loss_class")
@@ -147,3 +161,134 @@ def test_shape_errors_name_the_argument():
         sam2_losses(torch.zeros(2, 3, 4, 4), torch.zeros(2, 1), torch.zeros(2, 4, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="gt_masks"):
         sam2_losses(torch.zeros(2, 3, 4, 4), torch.zeros(2, 3), torch.zeros(2, 5, 4, dtype=torch.bool))
+
+
+# ---- loss resolution: low-resolution targets and point sampling ----------------------------------------------------
+
+
+def nearest_up(low: torch.Tensor, factor: int) -> torch.Tensor:
+    return low.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
+
+
+@pytest.mark.parametrize("valid_kind", ["none", "image", "per_object"])
+def test_low_resolution_terms_equal_full_terms_of_nearest_upsampled_logits(valid_kind):
+    logits, _, gt, _ = make_case(n=5, m=3, h=32, w=40, seed=7)
+    low = 3 * torch.randn(5, 3, 8, 10, generator=torch.Generator().manual_seed(8))
+    valid = {"none": None, "image": torch.rand(32, 40) > 0.3, "per_object": torch.rand(5, 32, 40) > 0.3}[valid_kind]
+    ours = MaskTargets(gt, valid, (8, 10), "low").mask_terms(low)
+    full_valid = None if valid is None else (valid[:, None] if valid.dim() == 3 else valid)
+    high = nearest_up(low, 4)
+    expected = (sigmoid_focal_loss(high, gt[:, None], valid=full_valid), dice_loss(high, gt[:, None], full_valid),
+                actual_iou(high, gt[:, None], full_valid))
+    for name, a, b in zip(("focal", "dice", "iou"), ours, expected):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_fractional_targets_mix_the_positive_and_negative_losses():
+    logits = torch.randn(2, 1, 3, 3)
+    for alpha, gamma in [(0.25, 2.0), (-1, 0.0)]:
+        mixed = sigmoid_focal_loss(logits, torch.full_like(logits, 0.3), alpha, gamma)
+        pos, neg = (sigmoid_focal_loss(logits, torch.full_like(logits, t), alpha, gamma) for t in (1.0, 0.0))
+        torch.testing.assert_close(mixed, 0.3 * pos + 0.7 * neg)
+
+
+def test_low_res_targets_count_object_and_valid_pixels():
+    gt = torch.zeros(1, 8, 8, dtype=torch.bool)
+    gt[0, 1:3, 1:3] = True  # 4 pixels in the top-left 4×4 block
+    fraction, count = low_res_targets(gt, None, (2, 2))
+    torch.testing.assert_close(count, torch.full((1, 1, 2, 2), 16.0))
+    torch.testing.assert_close(fraction[0, 0], torch.tensor([[0.25, 0.0], [0.0, 0.0]]))
+    valid = torch.ones(8, 8, dtype=torch.bool)
+    valid[0] = False  # the first row is ignored: 12 valid pixels in each top block
+    fraction, count = low_res_targets(gt, valid, (2, 2))
+    torch.testing.assert_close(count[0, 0], torch.tensor([[12.0, 12.0], [16.0, 16.0]]))
+    torch.testing.assert_close(fraction[0, 0, 0, 0], torch.tensor(4 / 12))
+    with pytest.raises(ValueError, match="multiple"):
+        low_res_targets(gt, None, (3, 3))
+
+
+def test_a_tiny_object_stays_present_and_trained_at_low_resolution():
+    gt = torch.zeros(1, 16, 16, dtype=torch.bool)
+    gt[0, 5, 6] = True  # one pixel: 1/16 of a low-res pixel
+    targets = MaskTargets(gt, None, (4, 4), "low")
+    terms = step_terms(torch.zeros(1, 1, 4, 4, requires_grad=True), torch.zeros(1, 1), torch.zeros(1, 1), targets)
+    assert targets.present.all() and terms["present"].all() and terms["loss_mask"] > 0 and terms["loss_dice"] > 0
+
+
+def test_point_sample_reads_pixel_centres():
+    values = torch.randn(2, 3, 4, 6)
+    ys, xs = torch.meshgrid(torch.arange(4), torch.arange(6), indexing="ij")
+    centres = torch.stack(((xs.flatten() + 0.5) / 6, (ys.flatten() + 0.5) / 4), dim=-1).expand(2, -1, -1)
+    torch.testing.assert_close(point_sample(values, centres), values.flatten(-2))
+
+
+def test_uncertain_points_are_where_the_logits_are_near_zero():
+    """Logits grow with the distance from the middle column: the uncertain points hug it, the random ones don't."""
+    width = 64
+    x = (torch.arange(width) + 0.5) / width
+    logits = (100 * (x - 0.5).abs()).expand(3, 1, width, width)
+    torch.manual_seed(0)
+    points = uncertain_points(logits, 100, oversample_ratio=10, importance_sample_ratio=1.0)
+    assert points.shape == (3, 100, 2) and ((points >= 0) & (points <= 1)).all()
+    # the 100 most central of 1000 uniform candidates lie within ~0.05 of the middle
+    assert ((points[..., 0] - 0.5).abs() < 0.08).all()
+    mixed = uncertain_points(logits, 100, oversample_ratio=10, importance_sample_ratio=0.5)
+    assert ((mixed[:, :50, 0] - 0.5).abs() < 0.08).all() and ((mixed[:, 50:, 0] - 0.5).abs() > 0.2).any()
+
+
+def smooth_case(size: int = 256, factor: int = 4):
+    """A disc and low-res logits that are a smooth function of the distance to its edge."""
+    low_size = size // factor
+    yy, xx = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+    gt = (((xx - 100) ** 2 + (yy - 130) ** 2).sqrt() < 60)[None]
+    ly, lx = torch.meshgrid((torch.arange(low_size) + 0.5) * factor, (torch.arange(low_size) + 0.5) * factor,
+                            indexing="ij")
+    distance = 60 - ((lx - 100) ** 2 + (ly - 130) ** 2).sqrt()
+    logits = torch.stack((distance / 8, distance / 8 + 1.5))[None]  # two masks: a good one and a too-large one
+    return logits, gt, (low_size, low_size)
+
+
+def test_low_and_point_losses_are_close_to_full_on_a_smooth_case():
+    logits, gt, low_size = smooth_case()
+    full = MaskTargets(gt, None, low_size, "full").mask_terms(logits)
+    low = MaskTargets(gt, None, low_size, "low").mask_terms(logits)
+    torch.manual_seed(0)
+    uniform = MaskTargets(gt, None, low_size, "points", num_points=20000, importance_sample_ratio=0.0)
+    points = uniform.mask_terms(logits)
+    for name, f, lo, pt in zip(("focal", "dice", "iou"), full, low, points):
+        torch.testing.assert_close(lo, f, rtol=0.05, atol=1e-3, msg=name)
+        torch.testing.assert_close(pt, f, rtol=0.05, atol=1e-3, msg=name)
+    assert full[0][0, 0] < full[0][0, 1] and low[0][0, 0] < low[0][0, 1] and points[0][0, 0] < points[0][0, 1]
+    important = MaskTargets(gt, None, low_size, "points", num_points=2000).mask_terms(logits)
+    assert (important[0] > 2 * full[0]).all()  # the uncertain points sit on the boundary, where the loss is
+    torch.testing.assert_close(important[2], low[2])  # the IoU target is the low-resolution one
+
+
+def test_point_losses_respect_ignored_pixels_and_give_gradients():
+    logits, gt, low_size = smooth_case()
+    logits = logits.clone().requires_grad_()
+    valid = torch.ones(gt.shape[-2:], dtype=torch.bool)
+    valid[:, 128:] = False
+    torch.manual_seed(2)
+    targets = MaskTargets(gt, valid, low_size, "points", num_points=4000, importance_sample_ratio=0.0)
+    terms = step_terms(logits, torch.zeros(1, 2), torch.zeros(1, 1), targets)
+    left = MaskTargets(gt[..., :128].contiguous(), None, (low_size[0], 32), "full").mask_terms(logits[..., :32])
+    torch.testing.assert_close(terms["loss_mask"], left[0].min(1).values, rtol=0.1, atol=0)
+    terms["loss_mask"].sum().backward()
+    assert logits.grad[..., :30].abs().sum() > 0 and logits.grad[..., 34:].abs().sum() == 0
+
+
+def test_mask_targets_reject_an_unknown_resolution():
+    with pytest.raises(ValueError, match="resolution"):
+        MaskTargets(torch.zeros(1, 8, 8, dtype=torch.bool), None, (2, 2), "half")
+
+
+def test_total_losses_sum_steps_and_divide_by_objects():
+    logits, iou_pred, gt, obj = make_case(seed=9)
+    targets = MaskTargets(gt, None, tuple(gt.shape[-2:]))
+    steps = [step_terms(logits + shift, iou_pred, obj, targets) for shift in (0.0, 1.0)]
+    total = total_losses(steps, len(gt), LossWeights())
+    single = [sam2_losses(logits + shift, iou_pred, gt, obj) for shift in (0.0, 1.0)]
+    for key in ("loss_mask", "loss_dice", "loss_iou", "loss_class", "loss"):
+        torch.testing.assert_close(total[key], single[0][key] + single[1][key], msg=key)
+    torch.testing.assert_close(mean_iou(steps[-1:]), single[1]["iou"])

@@ -26,7 +26,8 @@ def make_spec(data_dir: Path, run_dir: Path, *overrides: str):
         "model.name=sam2", "model.size=test", "model.image_size=256", f"results_dir={run_dir}",
         f"data.train.images={data_dir}/train/images", f"data.train.annotations={data_dir}/train/masks",
         f"data.val.images={data_dir}/val/images", f"data.val.annotations={data_dir}/val/masks",
-        "data.batch_size=2", "train.optim.base_lr=1e-3", "train.optim.vision_lr=1e-3", *overrides,
+        "data.batch_size=2", "train.optim.base_lr=1e-3", "train.optim.vision_lr=1e-3",
+        "train.prompts.num_correction_clicks=1", *overrides,
     ])
 
 

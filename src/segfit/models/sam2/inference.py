@@ -14,6 +14,7 @@ from transformers import Sam2Model
 from segfit.data.image_io import list_images, read_image
 from segfit.data.records import DataError
 from segfit.models.sam2.automatic import AutoMapConfig, automatic_map
+from segfit.models.sam2.onnx import OnnxSam2Predictor
 from segfit.models.sam2.predict import Sam2Predictor, best_mask
 from segfit.models.sam2.spec import Sam2Spec
 from segfit.visualize import colorize, overlay, save_png
@@ -34,8 +35,7 @@ def run_inference(model: Sam2Model, spec: Sam2Spec, out_dir: Path) -> list[Path]
     inf = spec.inference
     if not inf.input:
         raise ValueError("inference.input: give an image file or a folder, e.g. inference.input=photos/")
-    device = next(model.parameters()).device
-    predictor = Sam2Predictor(model, spec.model.image_size, device)
+    predictor = _predictor(model, spec)
     prompts = _load_prompts(inf.prompts_json) if inf.prompts_json else None
     written = []
     for path in input_images(inf.input):
@@ -47,6 +47,14 @@ def run_inference(model: Sam2Model, spec: Sam2Spec, out_dir: Path) -> list[Path]
             objects = prompts.get(path.name, prompts.get(path.stem, [])) if prompts is not None else _cli_objects(spec)
             written += _prompted(predictor, image, path, objects, inf.multimask_output, out_dir)
     return written
+
+
+def _predictor(model: Sam2Model, spec: Sam2Spec) -> Sam2Predictor | OnnxSam2Predictor:
+    """``inference.backend``: the PyTorch model, or the ONNX graphs ``segfit export`` wrote (same outputs)."""
+    if spec.inference.backend == "onnx":
+        export_dir = Path(spec.export.output_dir or Path(spec.results_dir) / "export")
+        return OnnxSam2Predictor(spec.inference.onnx_dir or export_dir / "onnx", spec.model.image_size)
+    return Sam2Predictor(model, spec.model.image_size, next(model.parameters()).device)
 
 
 def _automatic(predictor: Sam2Predictor, image: np.ndarray, path: Path, spec: Sam2Spec, out_dir: Path) -> list[Path]:

@@ -21,11 +21,13 @@ from segfit.engine.recipe import ParamGroup
 from segfit.metrics.interactive import ClickMetrics, click_protocol
 from segfit.metrics.masks import MeanIoU, mask_iou
 from segfit.models.sam2 import dataset as sam2_dataset
+from segfit.models.sam2 import param_groups as sam2_param_groups
 from segfit.models.sam2.build import build_sam2
+from segfit.models.sam2.cache import embedding_cache, without_color_jitter
 from segfit.models.sam2.export import export_model
 from segfit.models.sam2.features import image_embeddings
 from segfit.models.sam2.inference import run_inference
-from segfit.models.sam2.losses import LossWeights
+from segfit.models.sam2.peft import add_lora, enable_activation_checkpointing, encoder_trains, is_adapter, merge_lora
 from segfit.models.sam2.predict import predict_low_res
 from segfit.models.sam2.preprocess import boxes_to_model, masks_to_original, points_to_model, preprocess_image
 from segfit.models.sam2.simulate import prompt_and_score
@@ -56,41 +58,42 @@ class Sam2Recipe:
 
     def __init__(self, spec: Sam2Spec):
         self.spec = spec
-        self.loss_weights = LossWeights(**vars(spec.train.loss))
+        self.embedding_cache = embedding_cache(spec, PART_PREFIXES["image_encoder"])
 
     # ---- model -------------------------------------------------------------------------------------------
     def build_model(self) -> Sam2Model:
         m = self.spec.model
         model = build_sam2(m.size, m.version, m.image_size, checkpoint=m.checkpoint)
+        add_lora(model, m.lora, m.trainable)  # before freezing: peft leaves only the adapters trainable
         for name, param in model.named_parameters():
-            param.requires_grad_(part_of(name) in m.trainable)
+            param.requires_grad_(part_of(name) in m.trainable or is_adapter(name))
+        if m.activation_checkpointing:
+            enable_activation_checkpointing(model)
         return model
 
     def param_groups(self, model: nn.Module) -> list[ParamGroup]:
-        optim = self.spec.train.optim
-        vision = [(n, p) for n, p in model.named_parameters() if p.requires_grad and part_of(n) == "image_encoder"]
-        rest = [(n, p) for n, p in model.named_parameters() if p.requires_grad and part_of(n) != "image_encoder"]
-        groups = [ParamGroup(name="vision", params=vision, lr=optim.vision_lr)] if vision else []
-        return groups + ([ParamGroup(name="base", params=rest, lr=optim.base_lr)] if rest else [])
+        return sam2_param_groups.param_groups(model, self.spec.train.optim)
 
     # ---- data --------------------------------------------------------------------------------------------
     def _reader(self, split: SplitSpec) -> SafeReader:
         return SafeReader(open_split(split, self.spec.data.min_object_area), self.spec.data.on_error)
 
     def train_dataset(self) -> sam2_dataset.Sam2ImageDataset:
-        return sam2_dataset.Sam2ImageDataset(self._reader(self.spec.data.train), self.spec.data, self.spec.model.image_size)
+        data = self.spec.data if self.embedding_cache is None else without_color_jitter(self.spec.data)
+        return sam2_dataset.Sam2ImageDataset(self._reader(data.train), data, self.spec.model.image_size)
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         return sam2_dataset.collate(samples)
 
     # ---- training ----------------------------------------------------------------------------------------
     def training_step(self, model: Sam2Model, batch: dict[str, Any]) -> dict[str, Tensor]:
-        embeddings = image_embeddings(model, batch["image"], "image_encoder" in self.spec.model.trainable)
+        embeddings = (self.embedding_cache.embeddings(model, batch["image"]) if self.embedding_cache
+                      else image_embeddings(model, batch["image"], encoder_trains(self.spec.model)))
         num_objects = sum(len(m) for m in batch["masks"])
         totals: dict[str, Tensor] = {}
         for b, gt in enumerate(batch["masks"]):
             terms = prompt_and_score(model, [e[b : b + 1] for e in embeddings], gt, batch["valid"][b],
-                                     self.spec.train.prompts, self.loss_weights, self.spec.model.multimask_output)
+                                     self.spec.train.prompts, self.spec.train.loss, self.spec.model.multimask_output)
             for key, value in terms.items():  # weight by objects: the loss is a mean over all objects of the batch
                 totals[key] = totals.get(key, 0) + value * len(gt) / num_objects
         return totals
@@ -100,7 +103,7 @@ class Sam2Recipe:
         return run_inference(model, self.spec, out_dir)
 
     def export(self, model: Sam2Model, out_dir: Path) -> list[Path]:
-        return export_model(model, self.spec.export.formats, out_dir)
+        return export_model(merge_lora(model), self.spec.export.formats, out_dir)
 
     # ---- evaluation --------------------------------------------------------------------------------------
     def eval_split(self, split: str) -> SplitSpec:

@@ -1,28 +1,127 @@
-"""Prompt simulation for one image's objects during training: prompts → decoder → loss terms.
+"""Prompt simulation for one image's objects during training: an interactive episode → loss terms.
 
-The whole interactive episode of the official trainer lives here, so the recipe's training step stays a loop
-over images. Every random draw uses torch's global generator, which the engine saves and restores (exact resume).
+As the official ``SAM2Train`` on a single image: per object a first prompt (a click, a noisy box or the
+ground-truth mask, drawn with the spec's probabilities), then ``num_correction_clicks`` correction clicks, one per
+step, each re-predicting with all clicks so far and the previous step's low-res logits as mask input; the losses of
+every step are summed (docs/prompts-and-losses.md).
+
+Objects that drew the same prompt kind are decoded together, one decoder call per kind and step: they have the
+same number of prompt tokens, so none needs padding tokens (which are real tokens to the decoder and change its
+output), and the multimask flag, one per call, is right for each kind. Every random draw uses torch's global
+generators, which the engine saves and restores (exact resume).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from transformers import Sam2Model
 
-from segfit.models.sam2.losses import LossWeights, sam2_losses
-from segfit.models.sam2.spec import Sam2PromptSpec
-from segfit.prompts import sample_points_in_masks
+from segfit.models.sam2.losses import LossWeights, MaskTargets, mean_iou, step_terms, total_losses
+from segfit.models.sam2.predict import predict_low_res
+from segfit.models.sam2.spec import Sam2LossSpec, Sam2PromptSpec
+from segfit.prompts import NOT_A_POINT, box_to_points, center_points, next_click, noisy_boxes, sample_points_in_masks
+
+PROMPT_KINDS = ("click", "box", "mask")
+"""Index of each first-prompt kind in ``draw_prompt_kinds``' output."""
+
+MASK_PROMPT_LOGIT = 10.0
+"""A ground-truth mask prompt becomes logits ±10, as the official trainer's ``_use_mask_as_output`` writes it."""
 
 
-def prompt_and_score(model: Sam2Model, embeddings: list[Tensor], gt: Tensor, valid: Tensor, prompts: Sam2PromptSpec,
-                     weights: LossWeights, multimask_output: bool) -> dict[str, Tensor]:
-    """Loss terms of one image: ``embeddings`` of that image (batch 1), ``gt`` (N,S,S) bool at model resolution."""
-    # the same click count for every object of an image keeps the prompt tensor rectangular
-    k = int(torch.randint(1, prompts.max_points + 1, ()))
-    points, labels = sample_points_in_masks(gt, k)
-    out = model(image_embeddings=embeddings, input_points=points[None], input_labels=labels[None],
-                multimask_output=multimask_output and k == 1)
-    logits = F.interpolate(out.pred_masks[0], size=gt.shape[-2:], mode="bilinear", align_corners=False)
-    return sam2_losses(logits, out.iou_scores[0], gt, out.object_score_logits[0], weights, valid=valid)
+def draw_prompt_kinds(num_objects: int, prompts: Sam2PromptSpec) -> Tensor:
+    """Each object's first-prompt kind (an index into ``PROMPT_KINDS``), drawn independently → ``(N,)`` int64."""
+    probs = torch.tensor([prompts.prob_click, prompts.prob_box, prompts.prob_mask])
+    return torch.multinomial(probs, num_objects, replacement=True)
+
+
+def mask_prompt(gt: Tensor, size: tuple[int, int]) -> Tensor:
+    """Ground-truth masks ``(n, H, W)`` → low-res mask-input logits ``(n, 1, h, w)``: ±10 downsampled with
+    antialiasing, what the official trainer outputs for a mask-prompted frame (and would feed to a correction step)."""
+    logits = (2 * gt[:, None].float() - 1) * MASK_PROMPT_LOGIT
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+@dataclass
+class _Group:
+    """Objects sharing a first-prompt kind: their ground truth and every prompt given so far."""
+
+    kind: str
+    gt: Tensor
+    targets: MaskTargets
+    points: Tensor | None
+    labels: Tensor | None
+    mask_input: Tensor | None = None
+
+    def multimask(self, step: int) -> bool:
+        """Official rule: three masks only for a single click (the first step of 1-click prompts)."""
+        return step == 0 and self.kind == "click" and self.points is not None and self.points.shape[1] == 1
+
+    def add_correction(self, low: Tensor, iou_pred: Tensor, valid: Tensor | None, prompts: Sam2PromptSpec) -> None:
+        """A click from the errors of the mask the model ranks best, and that mask's logits as the next mask input
+        (not detached, as the official trainer)."""
+        best = iou_pred.argmax(dim=1)[:, None, None, None].expand(-1, 1, *low.shape[-2:])
+        chosen = low.gather(1, best)
+        pred = F.interpolate(chosen.detach(), size=self.gt.shape[-2:], mode="bilinear", align_corners=False)[:, 0] > 0
+        from_gt = torch.rand(len(pred), device=pred.device) < prompts.prob_click_from_gt
+        pred = pred & ~from_gt[:, None, None]  # an empty prediction: the click comes from the ground truth
+        gt = self.gt if valid is None else self.gt & valid
+        point, label = next_click(gt, pred if valid is None else pred & valid, prompts.correction_click)
+        self.points = point if self.points is None else torch.cat((self.points, point), dim=1)
+        self.labels = label if self.labels is None else torch.cat((self.labels, label), dim=1)
+        self.mask_input = chosen
+
+
+def _first_prompt(kind: str, gt: Tensor, targets: MaskTargets, num_clicks: int, prompts: Sam2PromptSpec,
+                  low_size: tuple[int, int]) -> _Group:
+    """The group's step-0 prompts. An object whose mask is empty gets "not a point" tokens only (nothing to click;
+    its box would be degenerate), so its only training signal is "absent"."""
+    if kind == "mask":
+        return _Group(kind, gt, targets, None, None, mask_prompt(gt, low_size))
+    if kind == "box":
+        points, labels = box_to_points(noisy_boxes(gt, prompts.box_noise, prompts.box_noise_max))
+    elif prompts.click_at == "center":
+        points, labels = center_points(gt)
+        if num_clicks > 1:
+            more_points, more_labels = sample_points_in_masks(gt, num_clicks - 1)
+            points, labels = torch.cat((points, more_points), dim=1), torch.cat((labels, more_labels), dim=1)
+    else:
+        points, labels = sample_points_in_masks(gt, num_clicks)
+    return _Group(kind, gt, targets, points, labels.masked_fill(~targets.present[:, None], NOT_A_POINT))
+
+
+def prompt_and_score(model: Sam2Model, embeddings: list[Tensor], gt: Tensor, valid: Tensor | None,
+                     prompts: Sam2PromptSpec, loss: Sam2LossSpec, multimask_output: bool) -> dict[str, Tensor]:
+    """Loss terms of one image's episode: ``embeddings`` of that image (batch 1), ``gt`` (N,S,S) bool and ``valid``
+    (S,S) bool at the model resolution.
+
+    Returns ``loss_mask``, ``loss_dice``, ``loss_iou``, ``loss_class`` (summed over the 1 + num_correction_clicks
+    steps, divided by N), their weighted sum ``loss``, and ``iou``: the mean actual IoU of the present objects at
+    the last step (detached).
+    """
+    if not len(gt):
+        raise ValueError("prompt_and_score: the image has no objects (the dataset keeps only images with objects)")
+    weights = LossWeights(loss.mask, loss.dice, loss.iou, loss.object_score)
+    low_size = tuple(embeddings[0].shape[-2:])  # decoder output and mask input: the stride-4 features' size
+    kinds = draw_prompt_kinds(len(gt), prompts).to(gt.device)
+    num_clicks = int(torch.randint(1, prompts.max_points + 1, ()))  # the same for every click object of the image
+    groups = []
+    for index, kind in enumerate(PROMPT_KINDS):
+        members = (kinds == index).nonzero()[:, 0]
+        if len(members):
+            targets = MaskTargets(gt[members], valid, low_size, loss.resolution, loss.num_points,
+                                  loss.oversample_ratio, loss.importance_sample_ratio)
+            groups.append(_first_prompt(kind, gt[members], targets, num_clicks, prompts, low_size))
+    terms = []
+    for step in range(prompts.num_correction_clicks + 1):
+        for group in groups:
+            low, iou_pred, object_scores = predict_low_res(model, embeddings, group.points, group.labels,
+                                                           mask_input=group.mask_input,
+                                                           multimask_output=multimask_output and group.multimask(step))
+            terms.append(step_terms(low, iou_pred, object_scores, group.targets, weights, loss.supervise_all_iou))
+            if step < prompts.num_correction_clicks:
+                group.add_correction(low, iou_pred, valid, prompts)
+    return {**total_losses(terms, len(gt), weights), "iou": mean_iou(terms[-len(groups):])}

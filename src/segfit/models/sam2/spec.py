@@ -23,12 +23,18 @@ Part = Literal["image_encoder", "prompt_encoder", "mask_decoder"]
 
 @dataclass
 class Sam2LoraSpec:
+    """Low-rank adapters (LoRA, through ``peft``) instead of fine-tuning a part's weights (docs/peft.md)."""
+
     rank: int = 0
-    """LoRA rank; 0 disables LoRA."""
+    """LoRA rank r of every adapter; 0 disables LoRA."""
     alpha: float = 16.0
+    """Adapter outputs are scaled by alpha / rank."""
     dropout: float = 0.0
+    """Dropout on the adapters' input while training."""
     targets: list[Literal["image_encoder", "mask_decoder"]] = field(default_factory=lambda: ["image_encoder"])
-    """Where adapters go: attention projections of the image encoder and/or of the mask decoder."""
+    """Parts that get adapters: ``image_encoder`` on the qkv and output projections of every Hiera block's attention,
+    ``mask_decoder`` on the q/k/v/o projections of its two-way transformer. A part is either adapted or in
+    ``model.trainable``, not both. Export merges the adapters into plain weights."""
 
 
 @dataclass
@@ -46,7 +52,8 @@ class Sam2ModelSpec(ModelSpec):
     """Predict 3 masks for single-click prompts and train the best one (as the official trainer)."""
     lora: Sam2LoraSpec = field(default_factory=Sam2LoraSpec)
     activation_checkpointing: bool = False
-    """Recompute image-encoder blocks in the backward pass: less memory when the encoder is trained, ~30% slower."""
+    """Recompute the image-encoder (Hiera) blocks in the backward pass instead of keeping their activations: less
+    memory when the encoder trains (fully or through LoRA), at the price of a second forward pass through them."""
 
     def __post_init__(self) -> None:
         if self.image_size < 256 or self.image_size % 32:  # the FPN adds stride-32 features upsampled ×2 to stride-16 ones
@@ -59,47 +66,61 @@ class Sam2OptimSpec(OptimSpec):
     vision_lr: float = 3.0e-6
     """Learning rate of the image encoder (when trained)."""
     layer_decay: float = 0.9
-    """Layer-wise lr decay in the image encoder: block i of n gets vision_lr · layer_decay^(n - i) (official 0.9;
-    1.0 disables)."""
+    """Layer-wise lr decay in the image encoder, as the official trainer: of n Hiera blocks, block i (from 0) gets
+    vision_lr · layer_decay^(n - i), the patch embedding layer_decay^(n + 1); position embeddings and the neck keep
+    vision_lr (official 0.9; 1.0 disables)."""
 
 
 @dataclass
 class Sam2PromptSpec:
-    """How training prompts are simulated per object (docs/prompts-and-losses.md)."""
+    """How training prompts are simulated per object: a first prompt, then correction clicks, each step trained
+    (docs/prompts-and-losses.md)."""
 
     prob_click: float = 0.5
-    """First prompt is a click with this probability (official single-image default 0.5)..."""
+    """Per object, the first prompt is a click with this probability (official single-image default 0.5)..."""
     prob_box: float = 0.5
     """...a noisy box with this one (official 0.5)..."""
     prob_mask: float = 0.0
-    """...or the ground-truth mask (official: 0 for single images; 0.5 for video frames). The three must sum to 1."""
+    """...or the ground-truth mask, fed to the decoder as its mask input (official: 0 for single images; 0.5 for
+    video frames). The three must sum to 1."""
     max_points: int = 1
-    """A first click prompt has 1..max_points positive clicks (same count for every object of an image)."""
+    """A first click prompt has 1..max_points positive clicks, drawn once per image (official 1)."""
     click_at: Literal["random", "center"] = "random"
-    """First clicks drawn uniformly inside the mask, or at its centre (the point farthest from the boundary)."""
+    """First click drawn uniformly inside the mask (official training), or at its centre: the pixel farthest from
+    the boundary (further clicks of a multi-click prompt stay random)."""
     box_noise: float = 0.1
-    """Box corner noise as a fraction of the box side (official 0.1)..."""
+    """Each box side moves by up to this fraction of the box width / height (official 0.1)..."""
     box_noise_max: float = 20.0
-    """...capped at this many pixels (official 20)."""
+    """...and at most this many pixels of the model input (official 20)."""
     num_correction_clicks: int = 7
-    """Correction clicks after the first prediction, each re-predicting with the previous low-res logits as mask
-    input, with loss on every step (official 7). 0 trains on first prompts only."""
+    """Correction clicks after the first prediction, one per step: each re-predicts with all clicks so far and the
+    previous step's low-res logits as mask input, with loss on every step (official 7). 0 trains on first prompts
+    only (8× less decoder work)."""
     correction_click: Literal["uniform", "center"] = "uniform"
-    """Correction clicks sampled uniformly in the error region (official training) or at the centre of the largest
-    error (the evaluation protocol)."""
+    """Where a correction click goes: uniform over the error region, positive in a miss and negative in a false
+    alarm (official training), or at the centre of the largest error (the evaluation protocol; slower, OpenCV)."""
     prob_click_from_gt: float = 0.1
-    """Fraction of correction clicks drawn from the ground-truth mask instead of the error region (official 0.1)."""
+    """Per object and correction click, the chance it is drawn inside the ground-truth mask instead of the error
+    region (official 0.1)."""
 
     def __post_init__(self) -> None:
         total = self.prob_click + self.prob_box + self.prob_mask
         if abs(total - 1.0) > 1e-6 or min(self.prob_click, self.prob_box, self.prob_mask) < 0:
             raise ValueError(f"prob_click: prob_click + prob_box + prob_mask must be 1 (each ≥ 0), got {total:g}")
-        if self.max_points < 1 or self.num_correction_clicks < 0:
-            raise ValueError("max_points: must be ≥ 1 (and num_correction_clicks ≥ 0)")
+        if self.max_points < 1:
+            raise ValueError(f"max_points: must be ≥ 1, got {self.max_points}")
+        if self.num_correction_clicks < 0:
+            raise ValueError(f"num_correction_clicks: must be ≥ 0, got {self.num_correction_clicks}")
+        if not 0 <= self.prob_click_from_gt <= 1:
+            raise ValueError(f"prob_click_from_gt: must be in [0, 1], got {self.prob_click_from_gt}")
+        if self.box_noise < 0 or self.box_noise_max < 0:
+            raise ValueError("box_noise, box_noise_max: must be ≥ 0")
 
 
 @dataclass
 class Sam2LossSpec:
+    """Loss weights (official 20:1:1:1) and where the mask losses are computed (docs/prompts-and-losses.md)."""
+
     mask: float = 20.0
     """Weight of the sigmoid focal loss (alpha 0.25, gamma 2)."""
     dice: float = 1.0
@@ -110,23 +131,35 @@ class Sam2LossSpec:
     supervise_all_iou: bool = True
     """IoU loss on all three multimask outputs (official), not only the one trained."""
     resolution: Literal["full", "low", "points"] = "full"
-    """Where mask losses are computed: ``full`` (logits upsampled to model resolution, official), ``low`` (the
-    decoder's 1/4-resolution logits against downsampled masks) or ``points`` (importance-sampled points, as
-    Mask2Former / PointRend)."""
+    """Where mask losses are computed: ``full`` (logits upsampled to the model resolution, official), ``low`` (the
+    decoder's 1/4-resolution logits against the ground truth summed per low-res pixel: exactly the full loss of the
+    logits upsampled by nearest neighbour) or ``points`` (importance-sampled points, as Mask2Former / PointRend)."""
     num_points: int = 12544
     """``points``: points per mask (112², the Mask2Former default)."""
     oversample_ratio: float = 3.0
+    """``points``: random candidates per point, among which the most uncertain are kept (Mask2Former 3)."""
     importance_sample_ratio: float = 0.75
-    """``points``: fraction of points taken where the prediction is most uncertain; the rest uniform."""
+    """``points``: fraction of points taken where the prediction is most uncertain; the rest uniform (Mask2Former
+    0.75)."""
+
+    def __post_init__(self) -> None:
+        if self.num_points < 1 or self.oversample_ratio < 1:
+            raise ValueError(f"num_points, oversample_ratio: must be ≥ 1, got {self.num_points}, {self.oversample_ratio}")
+        if not 0 <= self.importance_sample_ratio <= 1:
+            raise ValueError(f"importance_sample_ratio: must be in [0, 1], got {self.importance_sample_ratio}")
 
 
 @dataclass
 class Sam2CacheSpec:
+    """Reuse of a frozen image encoder's outputs across steps (docs/speed.md)."""
+
     mode: Literal["off", "memory", "disk"] = "memory"
-    """Frozen image encoder: compute each image view's embeddings once and reuse them (exact; colour jitter is
-    then turned off, flips stay since each flipped view is cached on its own). Ignored when the encoder trains."""
+    """Frozen image encoder: compute each image view's embeddings once and reuse them, in RAM (``memory``) or as
+    files under ``results_dir/cache`` that resumed and later runs reuse (``disk``). Exact: entries are keyed by the
+    view's pixels, the image-path weights, resolution and precision. Colour jitter is turned off (with a message),
+    flips stay since each flipped view is cached on its own. Ignored when the encoder trains (or has LoRA)."""
     max_gb: float = 4.0
-    """Size bound of the cache; the least recently used entries go first."""
+    """Size bound in GiB (RAM or disk); the least recently used entries go first. A 1024² view takes 16 MiB (fp32)."""
 
 
 @dataclass
@@ -178,7 +211,7 @@ class Sam2InferenceSpec(InferenceSpec):
     backend: Literal["torch", "onnx"] = "torch"
     """``onnx`` runs the graphs written by ``segfit export`` (``onnx_dir``) in onnxruntime."""
     onnx_dir: str = ""
-    """Folder with the exported ONNX graphs; empty = ``results_dir/export/onnx``."""
+    """Folder with the exported ONNX graphs; empty = ``onnx/`` in ``export.output_dir`` (default ``results_dir/export``)."""
     automatic: Sam2AutomaticSpec = field(default_factory=Sam2AutomaticSpec)
 
     def __post_init__(self) -> None:

@@ -1,0 +1,1 @@
+"""Exchange formats shared by every model family (ONNX graphs checked in onnxruntime)."""
