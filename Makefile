@@ -44,6 +44,7 @@ test: $(VENV)/.reference
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_finetune_step.py
 	$(BIN)/python benchmarks/bench_activation_checkpointing.py
+	$(BIN)/python benchmarks/bench_onnx_decoder.py
 
 clean:
 	rm -rf runs/sam2_demo data/synth
