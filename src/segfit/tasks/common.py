@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -23,8 +23,15 @@ def weights_for(spec: Any, explicit: str | None) -> str | None:
 
 
 def recipe_with_model(spec: Any, explicit_checkpoint: str | None) -> tuple[Any, torch.nn.Module]:
-    """The family's recipe and its model loaded with the task's weights, in eval mode on ``train.device``.
+    """The family's recipe and its model loaded with the task's weights (see ``recipe_with_model_loader``)."""
+    recipe, load_model = recipe_with_model_loader(spec, explicit_checkpoint)
+    return recipe, load_model()
 
+
+def recipe_with_model_loader(spec: Any, explicit_checkpoint: str | None) -> tuple[Any, Callable[[], torch.nn.Module]]:
+    """The family's recipe, and a function loading its model with the task's weights, in eval mode on ``train.device``.
+
+    A function, so a task that may not need the PyTorch model (inference on ONNX graphs) never builds it.
     Weights the trainer wrote go into the model the recipe builds (adapters included): built from the base file they
     were trained on when they hold only the trained parameters, else from random weights they then replace. Any
     other weights file is the model's starting point, as ``model.checkpoint``.
@@ -34,10 +41,14 @@ def recipe_with_model(spec: Any, explicit_checkpoint: str | None) -> tuple[Any, 
     start = trained[1] if trained else weights
     spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, checkpoint=start))
     recipe = recipe_for(spec)
-    model = recipe.build_model()
-    if trained:
-        load_model_weights(model, Path(weights))
-    model = model.to(resolve_device(spec.train.device)).eval()
-    on_base = f" (trained parameters; the frozen rest from {start})" if trained and start else ""
-    print(f"weights: {weights or 'random initialisation (no checkpoint found or given)'}{on_base}")
-    return recipe, model
+
+    def load_model() -> torch.nn.Module:
+        model = recipe.build_model()
+        if trained:
+            load_model_weights(model, Path(weights))
+        model = model.to(resolve_device(spec.train.device)).eval()
+        on_base = f" (trained parameters; the frozen rest from {start})" if trained and start else ""
+        print(f"weights: {weights or 'random initialisation (no checkpoint found or given)'}{on_base}")
+        return model
+
+    return recipe, load_model

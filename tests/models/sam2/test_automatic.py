@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from segfit.models.sam2.automatic import AutoMapConfig, automatic_map, grid_points, random_points, stitch_masks
+from segfit.models.sam2.automatic import automatic_map, grid_points, random_points, stitch_masks
 from segfit.models.sam2.build import build_sam2
 from segfit.models.sam2.predict import Prediction, Sam2Predictor
+from segfit.models.sam2.spec import Sam2AutomaticSpec
 
 H, W = 20, 20
 
@@ -28,7 +29,7 @@ EVERYWHERE = np.ones((H, W), dtype=bool)
 
 
 def test_masks_painted_by_score_with_the_overlap_rule():
-    index_map, kept = stitch_masks(MASKS, SCORES, EVERYWHERE, AutoMapConfig())
+    index_map, kept = stitch_masks(MASKS, SCORES, EVERYWHERE, Sam2AutomaticSpec())
     expected = np.zeros((H, W), np.int32)
     expected[A] = 1
     expected[D & ~A] = 2
@@ -40,29 +41,29 @@ def test_masks_painted_by_score_with_the_overlap_rule():
 def test_overlap_exactly_at_the_threshold_is_accepted_above_is_not():
     first, second = rect(0, 9, 0, 9), rect(9, 18, 0, 9)  # second: 10 of its 100 px taken
     masks, scores = np.stack([first, second]), np.array([0.9, 0.8])
-    assert stitch_masks(masks, scores, EVERYWHERE, AutoMapConfig(overlap_threshold=0.1))[1] == pytest.approx([0.9, 0.8])
-    assert stitch_masks(masks, scores, EVERYWHERE, AutoMapConfig(overlap_threshold=0.09))[1] == pytest.approx([0.9])
+    assert stitch_masks(masks, scores, EVERYWHERE, Sam2AutomaticSpec(overlap_threshold=0.1))[1] == pytest.approx([0.9, 0.8])
+    assert stitch_masks(masks, scores, EVERYWHERE, Sam2AutomaticSpec(overlap_threshold=0.09))[1] == pytest.approx([0.9])
     # threshold 0: only disjoint masks
-    index_map, kept = stitch_masks(masks, scores, EVERYWHERE, AutoMapConfig(overlap_threshold=0.0))
+    index_map, kept = stitch_masks(masks, scores, EVERYWHERE, Sam2AutomaticSpec(overlap_threshold=0.0))
     assert kept == pytest.approx([0.9]) and set(np.unique(index_map)) == {0, 1}
 
 
 def test_ties_keep_point_order_and_masks_fully_covered_are_skipped():
     same = np.stack([rect(0, 4, 0, 4), rect(0, 4, 0, 4)])
-    index_map, kept = stitch_masks(same, np.array([0.5, 0.5]), EVERYWHERE, AutoMapConfig(overlap_threshold=1.0))
+    index_map, kept = stitch_masks(same, np.array([0.5, 0.5]), EVERYWHERE, Sam2AutomaticSpec(overlap_threshold=1.0))
     assert kept == [0.5] and index_map[0, 0] == 1
 
 
 def test_min_score_and_min_area():
-    _, kept = stitch_masks(MASKS, SCORES, EVERYWHERE, AutoMapConfig(min_score=0.75))
+    _, kept = stitch_masks(MASKS, SCORES, EVERYWHERE, Sam2AutomaticSpec(min_score=0.75))
     assert kept == pytest.approx([0.9])
-    index_map, kept = stitch_masks(MASKS, SCORES, EVERYWHERE, AutoMapConfig(min_area=150))  # only A has ≥ 150 px
+    index_map, kept = stitch_masks(MASKS, SCORES, EVERYWHERE, Sam2AutomaticSpec(min_area=150))  # only A has ≥ 150 px
     assert kept == pytest.approx([0.9]) and np.array_equal(index_map > 0, A)
 
 
 def test_region_cuts_masks_before_area_and_overlap():
     region = rect(0, 19, 0, 14)
-    index_map, kept = stitch_masks(MASKS, SCORES, region, AutoMapConfig())
+    index_map, kept = stitch_masks(MASKS, SCORES, region, Sam2AutomaticSpec())
     assert not index_map[:, 15:].any()
     # inside the region D has 55 px of which 5 are taken by A (0.09) → still placed
     assert kept == pytest.approx([0.9, 0.7])
@@ -119,7 +120,7 @@ def test_random_points_are_distinct_seeded_and_inside_the_region():
 def test_automatic_map_end_to_end_with_a_fake_predictor(batch_size):
     fake = FakePredictor([A, D, B, C], [0.9, 0.7, 0.8, 0.5])
     image = np.zeros((H, W, 3), np.uint8)
-    result = automatic_map(fake, image, config=AutoMapConfig(num_points=9, grid=True, batch_size=batch_size))
+    result = automatic_map(fake, image, config=Sam2AutomaticSpec(num_points=9, grid=True, batch_size=batch_size))
     # 3×3 grid over 20×20: columns/rows 3, 10, 16 → clicks land in A (row 3) and in D (rows 10, 16)
     assert fake.images_set == 1 and sum(fake.batches) == 9 and max(fake.batches) <= batch_size
     expected = np.zeros((H, W), np.int32)
@@ -143,9 +144,9 @@ def test_region_of_the_wrong_size_is_refused():
 
 def test_config_is_validated():
     with pytest.raises(ValueError, match="overlap_threshold"):
-        AutoMapConfig(overlap_threshold=1.5)
+        Sam2AutomaticSpec(overlap_threshold=1.5)
     with pytest.raises(ValueError, match="num_points"):
-        AutoMapConfig(num_points=0)
+        Sam2AutomaticSpec(num_points=0)
 
 
 def test_real_model_run_gives_contiguous_ids():
@@ -154,7 +155,7 @@ def test_real_model_run_gives_contiguous_ids():
     image = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
     region = np.zeros((120, 160), bool)
     region[10:110, 20:150] = True
-    result = automatic_map(predictor, image, region, AutoMapConfig(num_points=10, batch_size=4, seed=1))
+    result = automatic_map(predictor, image, region, Sam2AutomaticSpec(num_points=10, batch_size=4, seed=1))
     assert result.index_map.shape == (120, 160) and result.index_map.dtype == np.int32
     assert result.points.shape == (10, 2)
     ids = np.unique(result.index_map)

@@ -10,7 +10,8 @@ from PIL import Image
 
 from segfit.cli import main
 from segfit.export.onnx import open_session
-from segfit.models.sam2.automatic import AutoMapConfig, automatic_map
+from segfit.models.sam2.automatic import automatic_map
+from segfit.models.sam2.spec import Sam2AutomaticSpec
 from segfit.models.sam2.build import build_sam2
 from segfit.models.sam2.features import image_embeddings
 from segfit.models.sam2.onnx import DECODER_FILES, ENCODER_FILE, META_FILE, OnnxSam2Predictor, export_onnx
@@ -180,7 +181,7 @@ def test_mask_prompts_refine_the_same_way(predictors):
 
 def test_automatic_map_is_the_same_with_the_onnx_predictor(predictors, image):
     torch_predictor, onnx_predictor = predictors
-    config = AutoMapConfig(num_points=12, batch_size=5, overlap_threshold=0.5)
+    config = Sam2AutomaticSpec(num_points=12, batch_size=5, overlap_threshold=0.5)
     expected = automatic_map(torch_predictor, image, config=config)
     got = automatic_map(onnx_predictor, image, config=config)
     assert expected.index_map.max() >= 2
@@ -255,6 +256,7 @@ def test_cli_exports_onnx_and_infers_with_it_like_torch(workspace, capsys):
         for mode_args in (prompted, []):
             assert cli(workspace, "inference", f"inference.input={image}", f"inference.backend={backend}", *mode_args,
                        f"inference.output_dir={workspace}/{backend}") == 0
+            assert ("weights:" in capsys.readouterr().out) == (backend == "torch")  # onnx never builds the model
     written = sorted(p.name for p in (workspace / "onnx").iterdir())
     assert written == sorted(p.name for p in (workspace / "torch").iterdir())
     assert {f"{image.stem}_mask1.png", f"{image.stem}_mask2.png", f"{image.stem}_index.png"} <= set(written)

@@ -14,34 +14,7 @@ import numpy as np
 import torch
 
 from segfit.models.sam2.predict import Sam2Predictor
-
-
-@dataclass
-class AutoMapConfig:
-    num_points: int = 30
-    """Single-click prompts per image (random, or the size of the grid)."""
-    grid: bool = False
-    """Use the centres of a ⌈√num_points⌉ × ⌈√num_points⌉ grid of cells (those inside the region), not random points."""
-    batch_size: int = 16
-    """Points predicted together (memory grows with it and with the image size)."""
-    overlap_threshold: float = 0.15
-    """A mask is skipped when more than this fraction of its area is already taken by masks placed before it."""
-    min_score: float = 0.0
-    """Masks with a lower predicted IoU are skipped."""
-    min_area: int = 0
-    """Masks with fewer pixels (inside the region) are skipped."""
-    seed: int = 0
-    """Seed of the random points."""
-
-    def __post_init__(self) -> None:
-        if self.num_points < 1:
-            raise ValueError(f"automatic.num_points: must be at least 1, got {self.num_points}")
-        if self.batch_size < 1:
-            raise ValueError(f"automatic.batch_size: must be at least 1, got {self.batch_size}")
-        if not 0.0 <= self.overlap_threshold <= 1.0:
-            raise ValueError(f"automatic.overlap_threshold: must be in [0, 1], got {self.overlap_threshold}")
-        if self.min_area < 0:
-            raise ValueError(f"automatic.min_area: must be at least 0, got {self.min_area}")
+from segfit.models.sam2.spec import Sam2AutomaticSpec
 
 
 @dataclass
@@ -58,13 +31,14 @@ def automatic_map(
     predictor: Sam2Predictor,
     image: np.ndarray,
     region: np.ndarray | None = None,
-    config: AutoMapConfig = AutoMapConfig(),
+    config: Sam2AutomaticSpec | None = None,
 ) -> AutoMapResult:
     """Sets ``image`` on the predictor, then points → best mask per point → stitched index map.
 
     ``region`` (H×W bool, None = the whole image) limits both where points are placed and which pixels the
     map may label; pixels outside it stay 0.
     """
+    config = config or Sam2AutomaticSpec()
     hw = image.shape[:2]
     region = np.ones(hw, dtype=bool) if region is None else np.asarray(region, dtype=bool)
     if region.shape != hw:
@@ -115,7 +89,7 @@ def predict_point_masks(predictor: Sam2Predictor, points: np.ndarray, batch_size
 
 
 def stitch_masks(
-    masks: np.ndarray, scores: np.ndarray, region: np.ndarray, config: AutoMapConfig
+    masks: np.ndarray, scores: np.ndarray, region: np.ndarray, config: Sam2AutomaticSpec
 ) -> tuple[np.ndarray, list[float]]:
     """Paint masks (P, H, W) into an index map, highest score first (ties keep point order).
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -13,7 +13,7 @@ from transformers import Sam2Model
 
 from segfit.data.image_io import list_images, read_image
 from segfit.data.records import DataError
-from segfit.models.sam2.automatic import AutoMapConfig, automatic_map
+from segfit.models.sam2.automatic import automatic_map
 from segfit.models.sam2.onnx import OnnxSam2Predictor
 from segfit.models.sam2.predict import Sam2Predictor, best_mask
 from segfit.models.sam2.spec import Sam2Spec
@@ -30,12 +30,12 @@ def input_images(path: str | Path) -> list[Path]:
     return list(list_images(path).values())
 
 
-def run_inference(model: Sam2Model, spec: Sam2Spec, out_dir: Path) -> list[Path]:
+def run_inference(load_model: Callable[[], Sam2Model], spec: Sam2Spec, out_dir: Path) -> list[Path]:
     """Writes per image: prompted → one mask PNG per object + overlay; automatic → index, colour and overlay PNGs."""
     inf = spec.inference
     if not inf.input:
         raise ValueError("inference.input: give an image file or a folder, e.g. inference.input=photos/")
-    predictor = _predictor(model, spec)
+    predictor = _predictor(load_model, spec)
     prompts = _load_prompts(inf.prompts_json) if inf.prompts_json else None
     written = []
     for path in input_images(inf.input):
@@ -49,21 +49,19 @@ def run_inference(model: Sam2Model, spec: Sam2Spec, out_dir: Path) -> list[Path]
     return written
 
 
-def _predictor(model: Sam2Model, spec: Sam2Spec) -> Sam2Predictor | OnnxSam2Predictor:
+def _predictor(load_model: Callable[[], Sam2Model], spec: Sam2Spec) -> Sam2Predictor | OnnxSam2Predictor:
     """``inference.backend``: the PyTorch model, or the ONNX graphs ``segfit export`` wrote (same outputs)."""
     if spec.inference.backend == "onnx":
         export_dir = Path(spec.export.output_dir or Path(spec.results_dir) / "export")
         return OnnxSam2Predictor(spec.inference.onnx_dir or export_dir / "onnx", spec.model.image_size)
+    model = load_model()
     return Sam2Predictor(model, spec.model.image_size, next(model.parameters()).device)
 
 
 def _automatic(predictor: Sam2Predictor, image: np.ndarray, path: Path, spec: Sam2Spec, out_dir: Path) -> list[Path]:
     auto = spec.inference.automatic
     region = _region_for(auto.region, path, image.shape[:2]) if auto.region else None
-    config = AutoMapConfig(num_points=auto.num_points, grid=auto.grid, batch_size=auto.batch_size,
-                           overlap_threshold=auto.overlap_threshold, min_score=auto.min_score,
-                           min_area=auto.min_area, seed=auto.seed)
-    result = automatic_map(predictor, image, region, config)
+    result = automatic_map(predictor, image, region, auto)
     index_path = out_dir / f"{path.stem}_index.png"
     index_path.parent.mkdir(parents=True, exist_ok=True)
     _save_index(index_path, result.index_map)

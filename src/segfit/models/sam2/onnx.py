@@ -32,8 +32,8 @@ from transformers import Sam2Model
 
 from segfit.export.onnx import Exporter, check_parity, export_graph, open_session
 from segfit.models.sam2.features import image_embeddings
-from segfit.models.sam2.predict import LOGIT_CLAMP, Prediction, _num_objects, merge_box_into_points
-from segfit.models.sam2.preprocess import boxes_to_model, masks_to_original, points_to_model, preprocess_image
+from segfit.models.sam2.predict import LOGIT_CLAMP, Prediction, finish_prediction, merge_box_into_points, num_objects
+from segfit.models.sam2.preprocess import boxes_to_model, points_to_model, preprocess_image
 
 ENCODER_FILE = "image_encoder.onnx"
 DECODER_FILES = {True: "prompt_decoder.onnx", False: "prompt_decoder_single.onnx"}
@@ -215,7 +215,7 @@ class OnnxSam2Predictor:
         boxes_model = None if boxes is None else boxes_to_model(_float(boxes), orig_hw, self.image_size)
         points_model, labels = merge_box_into_points(points_model, labels, boxes_model)
         masks_in = None if mask_input is None else _float(mask_input)
-        n = _num_objects(points_model, masks_in)
+        n = num_objects(points_model, masks_in)
         if masks_in is not None and tuple(masks_in.shape) != (n, 1, *self.mask_input_size):
             raise ValueError(f"mask_input: expected ({n}, 1, {self.mask_input_size[0]}, {self.mask_input_size[1]}) "
                              f"low-res logits (a previous Prediction.low_res), got {tuple(masks_in.shape)}")
@@ -228,17 +228,7 @@ class OnnxSam2Predictor:
             "mask_input": np.zeros((n, 1, *self.mask_input_size), np.float32) if masks_in is None else masks_in.numpy(),
             "has_mask_input": np.full(n, float(masks_in is not None), np.float32),
         })
-        return _prediction(torch.from_numpy(low), torch.from_numpy(scores), orig_hw, best_only)
-
-
-def _prediction(low: Tensor, scores: Tensor, orig_hw: tuple[int, int], best_only: bool) -> Prediction:
-    """Low-res logits → ``Prediction`` at the original size, as ``Sam2Predictor.predict`` finishes."""
-    if best_only:
-        index = scores.argmax(dim=1, keepdim=True)
-        low = low.gather(1, index[:, :, None, None].expand(-1, -1, *low.shape[-2:]))
-        scores = scores.gather(1, index)
-    logits = masks_to_original(low, orig_hw)
-    return Prediction(masks=logits > 0, logits=logits, scores=scores, low_res=low.clamp(-LOGIT_CLAMP, LOGIT_CLAMP))
+        return finish_prediction(torch.from_numpy(low), torch.from_numpy(scores), orig_hw, best_only)
 
 
 def _float(values: Tensor | np.ndarray) -> Tensor:

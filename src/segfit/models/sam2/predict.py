@@ -69,7 +69,7 @@ def predict_low_res(
             shape = tuple(mask_input.shape)
             raise ValueError(f"mask_input: expected (N, 1, h, w) low-res logits, one per object, got {shape}")
         mask_input = mask_input.float().clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
-    n = _num_objects(points, mask_input)
+    n = num_objects(points, mask_input)
     # The N objects go in the *image* batch dimension, with the one image's embeddings expanded (a view): HF adds
     # a dense mask prompt before repeating the image over the point batch, which is wrong for N > 1 mask prompts.
     out = model(
@@ -113,7 +113,19 @@ def merge_box_into_points(
     return torch.cat([corners, points.float()], dim=1), torch.cat([corner_labels, labels], dim=1)
 
 
-def _num_objects(points: Tensor | None, mask_input: Tensor | None) -> int:
+def finish_prediction(low: Tensor, scores: Tensor, orig_hw: tuple[int, int], best_only: bool) -> Prediction:
+    """Decoder outputs (N,M,h,w) and (N,M) → ``Prediction`` at the original size; ``best_only`` keeps each object's
+    highest-scoring mask before upsampling. Shared by every backend, so they finish a prediction the same way."""
+    if best_only:
+        index = scores.argmax(dim=1, keepdim=True)
+        low = low.gather(1, index[:, :, None, None].expand(-1, -1, *low.shape[-2:]))
+        scores = scores.gather(1, index)
+    logits = masks_to_original(low, orig_hw)
+    return Prediction(masks=logits > 0, logits=logits, scores=scores, low_res=low.clamp(-LOGIT_CLAMP, LOGIT_CLAMP))
+
+
+def num_objects(points: Tensor | None, mask_input: Tensor | None) -> int:
+    """How many objects the prompts describe (points, boxes merged into them, or mask inputs), checked to agree."""
     if points is None and mask_input is None:
         raise ValueError("no prompt: give points (with labels), boxes or mask_input")
     if points is not None and mask_input is not None and len(points) != len(mask_input):
@@ -189,14 +201,7 @@ class Sam2Predictor:
             low, scores, _ = predict_low_res(
                 self.model, self._embeddings, points_model, labels, boxes_model, masks_in, multimask_output
             )
-        if best_only:
-            index = scores.argmax(dim=1, keepdim=True)
-            low = low.gather(1, index[:, :, None, None].expand(-1, -1, *low.shape[-2:]))
-            scores = scores.gather(1, index)
-        logits = masks_to_original(low, orig_hw)
-        return Prediction(
-            masks=logits > 0, logits=logits, scores=scores, low_res=low.clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
-        )
+        return finish_prediction(low, scores, orig_hw, best_only)
 
     def _to_device(self, values: Tensor | np.ndarray) -> Tensor:
         return torch.as_tensor(values, dtype=torch.float32, device=self.device)

@@ -99,8 +99,9 @@ class Sam2Recipe:
         return totals
 
     # ---- tasks -------------------------------------------------------------------------------------------
-    def run_inference(self, model: Sam2Model, out_dir: Path) -> list[Path]:
-        return run_inference(model, self.spec, out_dir)
+    def run_inference(self, load_model: Callable[[], Sam2Model], out_dir: Path) -> list[Path]:
+        """``load_model`` is called only when the PyTorch model runs (not for ``inference.backend=onnx``)."""
+        return run_inference(load_model, self.spec, out_dir)
 
     def export(self, model: Sam2Model, out_dir: Path) -> list[Path]:
         return export_model(merge_lora(model), self.spec.export.formats, out_dir)

@@ -183,16 +183,30 @@ class Sam2EvaluateSpec(EvaluateSpec):
 @dataclass
 class Sam2AutomaticSpec:
     num_points: int = 30
+    """Single-click prompts per image (random, or the size of the grid)."""
     grid: bool = False
-    """Use a regular grid of ⌈√num_points⌉² cell centres instead of random points."""
+    """Use the centres of a ⌈√num_points⌉ × ⌈√num_points⌉ grid of cells (those inside the region), not random points."""
     batch_size: int = 16
+    """Points predicted together (memory grows with it and with the image size)."""
     overlap_threshold: float = 0.15
     """A mask joins the map (on its still-free pixels) only if at most this fraction of it overlaps masks already placed."""
     min_score: float = 0.0
+    """Masks with a lower predicted IoU are skipped."""
     min_area: int = 0
+    """Masks with fewer pixels (inside the region) are skipped."""
     region: str | None = None
     """Optional mask image (or folder of them, same stems as the images): points are sampled only inside it."""
     seed: int = 0
+    """Seed of the random points."""
+
+    def __post_init__(self) -> None:
+        for name in ("num_points", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if not 0.0 <= self.overlap_threshold <= 1.0:
+            raise ValueError(f"overlap_threshold: must be in [0, 1], got {self.overlap_threshold}")
+        if self.min_area < 0:
+            raise ValueError(f"min_area: must be at least 0, got {self.min_area}")
 
 
 @dataclass
