@@ -43,6 +43,7 @@ test: $(VENV)/.reference
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_finetune_step.py
+	$(BIN)/python benchmarks/bench_loss_resolution.py
 	$(BIN)/python benchmarks/bench_activation_checkpointing.py
 	$(BIN)/python benchmarks/bench_onnx_decoder.py
 

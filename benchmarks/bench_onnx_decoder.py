@@ -7,7 +7,8 @@ exporter, parity-checked) to a temporary folder. Decoder: ``prompt_decoder.onnx`
 automatic map calls it) against ``predict_low_res`` (what ``Sam2Predictor`` runs), both on the same image
 embeddings and N objects × 1 positive click. Encoder: ``image_encoder.onnx`` against the PyTorch image embeddings.
 Runs alternate between the two back ends (so load from other processes hits both alike); each reports the
-median of ``--runs`` after one warm-up run. Prints one JSON line.
+median of ``--runs`` after one warm-up run. The process keeps freed CPU memory, as ``segfit inference`` does
+(``engine/host_memory.py``). Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Callable
 
 import torch
 
+from segfit.engine.host_memory import keep_freed_memory
 from segfit.export.onnx import open_session
 from segfit.models.sam2.build import build_sam2
 from segfit.models.sam2.features import image_embeddings
@@ -50,6 +52,7 @@ def main() -> None:
     parser.add_argument("--objects", type=int, default=8)
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
+    keep_freed_memory()  # as the segfit command does (onnxruntime has its own memory arena)
 
     torch.manual_seed(0)
     model = build_sam2(args.size, image_size=args.image_size).eval()

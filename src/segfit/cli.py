@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
                 from segfit.tasks import data
 
                 return 0 if all(report.ok for report in data.check(spec)) else 1
+            from segfit.engine.host_memory import keep_freed_memory
+
+            keep_freed_memory()  # models run in this process: reuse freed CPU memory instead of page-faulting it
             importlib.import_module(f"segfit.tasks.{args.task}").run(spec)
     except (SpecError, DataError, FileNotFoundError, ValueError) as err:
         print(f"segfit {args.task}: error: {err}", file=sys.stderr)
