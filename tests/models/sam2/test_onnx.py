@@ -45,14 +45,6 @@ def onnx_dir(model, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def image():
-    rng = np.random.default_rng(0)
-    coarse = rng.integers(0, 256, (6, 10, 3)).astype(np.float32)
-    smooth = torch.nn.functional.interpolate(torch.from_numpy(coarse).permute(2, 0, 1)[None], size=HW, mode="bilinear")
-    return smooth[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
-
-
-@pytest.fixture(scope="module")
 def predictors(model, onnx_dir, image):
     torch_predictor, onnx_predictor = Sam2Predictor(model, SIZE), OnnxSam2Predictor(onnx_dir, SIZE)
     torch_predictor.set_image(image)

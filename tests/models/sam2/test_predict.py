@@ -25,14 +25,6 @@ def model():
 
 
 @pytest.fixture(scope="module")
-def image():
-    rng = np.random.default_rng(0)
-    coarse = rng.integers(0, 256, (6, 10, 3)).astype(np.float32)
-    smooth = torch.nn.functional.interpolate(torch.from_numpy(coarse).permute(2, 0, 1)[None], size=HW, mode="bilinear")
-    return smooth[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
-
-
-@pytest.fixture(scope="module")
 def predictor(model, image):
     predictor = Sam2Predictor(model, SIZE)
     predictor.set_image(image)

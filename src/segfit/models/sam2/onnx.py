@@ -32,7 +32,14 @@ from transformers import Sam2Model
 
 from segfit.export.onnx import Exporter, check_parity, export_graph, open_session
 from segfit.models.sam2.features import image_embeddings
-from segfit.models.sam2.predict import LOGIT_CLAMP, Prediction, finish_prediction, merge_box_into_points, num_objects
+from segfit.models.sam2.predict import (
+    LOGIT_CLAMP,
+    ImageSlot,
+    Prediction,
+    finish_prediction,
+    merge_box_into_points,
+    num_objects,
+)
 from segfit.models.sam2.preprocess import boxes_to_model, points_to_model, preprocess_image
 
 ENCODER_FILE = "image_encoder.onnx"
@@ -163,7 +170,7 @@ def read_meta(onnx_dir: Path) -> dict:
     return meta
 
 
-class OnnxSam2Predictor:
+class OnnxSam2Predictor(ImageSlot):
     """``Sam2Predictor`` on the graphs of ``export_onnx``, in onnxruntime: same calls, same ``Prediction``.
 
     Pre- and post-processing are the PyTorch predictor's own functions; only the networks run in onnxruntime
@@ -184,14 +191,6 @@ class OnnxSam2Predictor:
         self.encoder = open_session(onnx_dir / ENCODER_FILE, providers)
         self.decoders = {multimask: open_session(onnx_dir / file, providers) for multimask, file in DECODER_FILES.items()}
         self._embeddings: dict[str, np.ndarray] | None = None
-        self._orig_hw: tuple[int, int] | None = None
-
-    @property
-    def orig_hw(self) -> tuple[int, int]:
-        """(H, W) of the image set last."""
-        if self._orig_hw is None:
-            raise RuntimeError("no image: call set_image(image) before predicting")
-        return self._orig_hw
 
     def set_image(self, image: np.ndarray) -> None:
         """Encode an H×W×3 uint8 RGB image; its embeddings serve every ``predict`` until the next image."""

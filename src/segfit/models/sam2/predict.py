@@ -133,7 +133,20 @@ def num_objects(points: Tensor | None, mask_input: Tensor | None) -> int:
     return len(points) if points is not None else len(mask_input)
 
 
-class Sam2Predictor:
+class ImageSlot:
+    """The image a predictor was given last: its original size, which every prompt and mask is mapped to."""
+
+    _orig_hw: tuple[int, int] | None = None
+
+    @property
+    def orig_hw(self) -> tuple[int, int]:
+        """(H, W) of the image set last."""
+        if self._orig_hw is None:
+            raise RuntimeError("no image: call set_image(image) before predicting")
+        return self._orig_hw
+
+
+class Sam2Predictor(ImageSlot):
     """Runs a (fine-tuned) Sam2Model on original-size images: embeddings once per image, then any number of prompts.
 
     The model is moved to ``device`` and put in eval mode (single-mask output then uses SAM 2's stability
@@ -156,14 +169,6 @@ class Sam2Predictor:
         self.image_size = image_size
         self.autocast_dtype = autocast_dtype
         self._embeddings: list[Tensor] | None = None
-        self._orig_hw: tuple[int, int] | None = None
-
-    @property
-    def orig_hw(self) -> tuple[int, int]:
-        """(H, W) of the image set last."""
-        if self._orig_hw is None:
-            raise RuntimeError("no image: call set_image(image) before predicting")
-        return self._orig_hw
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
