@@ -8,6 +8,10 @@ and RITM-style error-centre clicks. Conventions shared by every function here:
   encoder adds it);
 - labels are int64: 1 positive click, 0 negative click, -1 "not a point" (padding the model ignores), 2 / 3 the
   top-left / bottom-right box corners.
+
+Random clicks, noisy boxes and uniform correction clicks stay on the masks' device and never wait for it (no
+``.item()``, no data-dependent branch), so a GPU training step runs them without a host sync. Centre clicks use
+OpenCV's exact distance transform on the host, as the reference does.
 """
 
 from __future__ import annotations
@@ -56,13 +60,12 @@ def sample_points_in_masks(
     n, h, w = masks.shape
     flat = masks.reshape(n, h * w)
     area = flat.sum(dim=1)
-    distinct = (area >= num_points)[:, None]
-    if num_points == 1 or not distinct.any():  # one draw is always distinct
-        index = _random_pixels(flat, num_points, generator)
-    else:
-        # The mask pixels with the largest random keys form a uniform random subset.
+    index = _random_pixels(flat, num_points, generator)
+    if 1 < num_points <= h * w:  # one draw is always distinct; several are when the mask has enough pixels
+        # The mask pixels with the largest random keys form a uniform random subset (decided per mask on the
+        # device: no host sync on whether any mask is large enough).
         keys = torch.rand(n, h * w, generator=generator, device=masks.device).masked_fill(~flat, -1.0)
-        index = torch.where(distinct, keys.topk(num_points, dim=1).indices, _random_pixels(flat, num_points, generator))
+        index = torch.where((area >= num_points)[:, None], keys.topk(num_points, dim=1).indices, index)
     labels = torch.full((n, num_points), POSITIVE, dtype=torch.long, device=masks.device)
     return _flat_index_to_xy(index, w), labels.masked_fill((area == 0)[:, None], NOT_A_POINT)
 
@@ -177,18 +180,16 @@ def noisy_boxes(
     if noise <= 0:
         return box
     h, w = masks.shape[-2:]
-    bound = torch.tensor(float(noise_bound), device=masks.device)
-    max_dx = torch.minimum((box[:, 2] - box[:, 0]) * noise, bound)
-    max_dy = torch.minimum((box[:, 3] - box[:, 1]) * noise, bound)
+    max_dx = ((box[:, 2] - box[:, 0]) * noise).clamp_max(noise_bound)
+    max_dy = ((box[:, 3] - box[:, 1]) * noise).clamp_max(noise_bound)
     jitter = 2 * torch.rand(len(box), 4, generator=generator, device=masks.device) - 1
-    box = box + jitter * torch.stack((max_dx, max_dy, max_dx, max_dy), dim=1)
-    upper = torch.tensor([w - 1, h - 1, w - 1, h - 1], dtype=box.dtype, device=box.device)
-    return torch.minimum(box.clamp_min(0), upper)
+    x0, y0, x1, y1 = (box + jitter * torch.stack((max_dx, max_dy, max_dx, max_dy), dim=1)).clamp_min(0).unbind(1)
+    return torch.stack((x0.clamp_max(w - 1), y0.clamp_max(h - 1), x1.clamp_max(w - 1), y1.clamp_max(h - 1)), dim=1)
 
 
 def box_to_points(boxes: Tensor) -> tuple[Tensor, Tensor]:
     """``(N, 4)`` xyxy boxes → corner points ``(N, 2, 2)``, labels ``(N, 2)`` = (2, 3): for models fed boxes as points."""
     if boxes.dim() != 2 or boxes.shape[1] != 4:
         raise ValueError(f"boxes: expected an (N, 4) tensor, got {tuple(boxes.shape)}")
-    labels = torch.tensor([[BOX_TOP_LEFT, BOX_BOTTOM_RIGHT]], dtype=torch.long, device=boxes.device)
+    labels = torch.arange(BOX_TOP_LEFT, BOX_BOTTOM_RIGHT + 1, device=boxes.device)  # made on the device: no copy
     return boxes.float().reshape(-1, 2, 2), labels.repeat(len(boxes), 1)

@@ -14,7 +14,8 @@ import torch
 
 from segfit.engine import trainer
 from segfit.engine.logging import read_records
-from segfit.engine.trainer import evaluate, to_device, train
+from segfit.engine.trainer import evaluate, train
+from segfit.engine.transfer import to_device
 from segfit.spec.schema import OptimSpec
 
 sys.path.insert(0, str(Path(__file__).parent))  # the toy recipe sits next to the tests

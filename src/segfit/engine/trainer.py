@@ -10,7 +10,6 @@ Outputs under ``results_dir``: ``checkpoints/{last,best}/``, ``metrics.jsonl``, 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import shutil
 import time
@@ -45,6 +44,7 @@ from segfit.engine.plots import render_plots
 from segfit.engine.precision import autocast, check_precision, grad_scaler
 from segfit.engine.recipe import Recipe
 from segfit.engine.sampler import ResumableSampler
+from segfit.engine.transfer import to_device
 from segfit.spec.schema import Spec, TrainSpec
 
 
@@ -186,23 +186,6 @@ def improves(value: float, best: float | None, mode: str) -> bool:
     if best is None:
         return not math.isnan(value)
     return value > best if mode == "max" else value < best
-
-
-def to_device(batch: Any, device: torch.device) -> Any:
-    """Move every tensor inside dicts, lists, tuples (incl. named tuples) and dataclasses to ``device``."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {key: to_device(value, device) for key, value in batch.items()}
-    if isinstance(batch, list):
-        return [to_device(value, device) for value in batch]
-    if isinstance(batch, tuple):
-        items = [to_device(value, device) for value in batch]
-        return type(batch)(*items) if hasattr(batch, "_fields") else tuple(items)
-    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
-        fields = {f.name: to_device(getattr(batch, f.name), device) for f in dataclasses.fields(batch) if f.init}
-        return dataclasses.replace(batch, **fields)
-    return batch
 
 
 class _Window:

@@ -26,6 +26,7 @@ import torch
 import transformers
 from torch import Tensor, nn
 
+from segfit.engine.transfer import host_to_device
 from segfit.models.sam2.features import image_embeddings
 from segfit.models.sam2.peft import encoder_trains
 from segfit.models.sam2.spec import Sam2Spec
@@ -149,9 +150,14 @@ class EmbeddingCache:
         self._model: weakref.ref[nn.Module] | None = None
         self._fingerprint = b""
 
-    def embeddings(self, model: nn.Module, pixels: Tensor) -> list[Tensor]:
-        """``features.image_embeddings(model, pixels, encoder_grad=False)``, reading views seen before from the store."""
-        keys = self.keys(model, pixels)
+    def embeddings(self, model: nn.Module, pixels: Tensor, digests: list[str] | None = None) -> list[Tensor]:
+        """``features.image_embeddings(model, pixels, encoder_grad=False)``, reading views seen before from the store.
+
+        ``digests`` are the views' ``pixel_digest``s when the caller made them on the host (the training batches do,
+        in the loader's workers); without them the pixels are read back from the device. Only views computed here
+        (misses) go device → host; hits are copied to the device without waiting for it.
+        """
+        keys = self.keys(model, pixels, digests)
         found = [self.store.get(key) for key in keys]
         missing = [i for i, tensors in enumerate(found) if tensors is None]
         if missing:
@@ -161,16 +167,17 @@ class EmbeddingCache:
                 self.store.put(keys[i], found[i])
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
-        return [torch.stack([views[level] for views in found]).to(pixels.device, non_blocking=True)
+        return [host_to_device(torch.stack([views[level] for views in found]), pixels.device)
                 for level in range(len(found[0]))]
 
-    def keys(self, model: nn.Module, pixels: Tensor) -> list[str]:
+    def keys(self, model: nn.Module, pixels: Tensor, digests: list[str] | None = None) -> list[str]:
         """One key per view of ``pixels`` (B, 3, H, W), for ``model`` under the current autocast state."""
         device = pixels.device.type
         autocast = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
         context = self.fingerprint(model) + f"|{device}|{autocast}|{pixels.dtype}|{tuple(pixels.shape[1:])}".encode()
-        views = pixels.detach().cpu().contiguous()
-        return [hashlib.sha256(context + view.view(torch.uint8).numpy().tobytes()).hexdigest() for view in views]
+        if digests is None:
+            digests = [pixel_digest(view) for view in pixels.detach().cpu()]
+        return [hashlib.sha256(context + digest.encode()).hexdigest() for digest in digests]
 
     def fingerprint(self, model: nn.Module) -> bytes:
         """Hash of the image path's weights and config, computed once per model object."""
@@ -193,6 +200,11 @@ class EmbeddingCache:
             digest.update(tensor.detach().reshape(-1).cpu().contiguous().view(torch.uint8).numpy().tobytes())
         self._model, self._fingerprint = weakref.ref(model), digest.hexdigest().encode()
         return self._fingerprint
+
+
+def pixel_digest(view: Tensor) -> str:
+    """SHA-256 of one view's pixels exactly as fed to the encoder (dtype and bytes)."""
+    return hashlib.sha256(view.contiguous().cpu().view(torch.uint8).numpy().tobytes()).hexdigest()
 
 
 def embedding_cache(spec: Sam2Spec, image_path_prefixes: tuple[str, ...]) -> EmbeddingCache | None:

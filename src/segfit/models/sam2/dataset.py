@@ -54,10 +54,16 @@ def to_model_sample(record: ImageRecord, image_size: int) -> dict[str, Any]:
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Images stack; masks stay a list because images hold different numbers of objects."""
+    """Images stack; the objects of all images are flattened into ``masks`` (N, S, S) with ``image_index`` (N,),
+    each object's image, so a training step decodes them together. ``valid`` is None when no image has ignored
+    pixels. Both are decided here, on the host (in the loader's workers), so the step never asks the device."""
+    masks = [s["masks"] for s in samples]
+    counts = torch.tensor([len(m) for m in masks])
+    fully_valid = all(bool(s["valid"].all()) for s in samples)
     return {
         "image": torch.stack([s["image"] for s in samples]),
-        "masks": [s["masks"] for s in samples],
-        "valid": torch.stack([s["valid"] for s in samples]),
+        "masks": torch.cat(masks),
+        "image_index": torch.repeat_interleave(torch.arange(len(samples)), counts),
+        "valid": None if fully_valid else torch.stack([s["valid"] for s in samples]),
         "source": [s["source"] for s in samples],
     }

@@ -151,7 +151,8 @@ class MaskTargets:
     """The ground truth of N objects, prepared once for the mask terms of every prompting step at one resolution.
 
     ``gt_masks`` ``(N, H, W)`` bool at the model resolution, ``valid`` ``(H, W)`` or ``(N, H, W)`` bool (False =
-    ignored), ``low_size`` the decoder's low-resolution mask size. Whether an object is present is always decided
+    ignored; None when nothing is: the cheaper unweighted sums, decided by the caller on the host so that no
+    step waits for the device to say so), ``low_size`` the decoder's low-resolution mask size. Whether an object is present is always decided
     on its full-resolution mask (a tiny object stays present at 1/4 resolution).
     """
 
@@ -167,8 +168,6 @@ class MaskTargets:
     ):
         if resolution not in ("full", "low", "points"):
             raise ValueError(f"resolution: unknown {resolution!r}; use 'full', 'low' or 'points'")
-        if valid is not None and bool(valid.all()):  # nothing ignored: the cheaper unweighted sums
-            valid = None
         self.gt, self.valid, self.resolution = gt_masks, valid, resolution
         self.present = gt_masks.flatten(1).any(dim=1)
         self.point_args = (num_points, oversample_ratio, importance_sample_ratio)

@@ -52,17 +52,19 @@ def predict_low_res(
     boxes_model_frame: Tensor | None = None,
     mask_input: Tensor | None = None,
     multimask_output: bool = False,
+    image_index: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Decode N objects of one image: ``(low_res_logits (N,M,h,w), iou_scores (N,M), object_score_logits (N,1))``.
+    """Decode N objects: ``(low_res_logits (N,M,h,w), iou_scores (N,M), object_score_logits (N,1))``.
 
-    ``image_embeddings`` are the three levels of ``Sam2Model.get_image_embeddings`` for ONE image (batch 1).
+    ``image_embeddings`` are the three levels of ``Sam2Model.get_image_embeddings`` for B images; ``image_index``
+    (N,) says which image each object belongs to (None: all belong to the one image, B = 1).
     Prompts are in the model input frame: points (N,k,2) with labels (N,k) (1 positive, 0 negative, -1 padding),
     boxes (N,4) xyxy, mask_input (N,1,h,w) low-resolution logits (clamped to ±32 here, as the reference does).
     Outputs are float32 and not clamped; gradients flow when the caller enables them.
     """
-    if image_embeddings[-1].shape[0] != 1:
-        batch = image_embeddings[-1].shape[0]
-        raise ValueError(f"image_embeddings: expected the embeddings of one image, got a batch of {batch}")
+    batch = image_embeddings[-1].shape[0]
+    if image_index is None and batch != 1:
+        raise ValueError(f"image_embeddings: a batch of {batch} images needs image_index, the image of each object")
     points, point_labels = merge_box_into_points(points_model_frame, labels, boxes_model_frame)
     if mask_input is not None:
         if mask_input.dim() != 4 or mask_input.shape[1] != 1:
@@ -70,10 +72,16 @@ def predict_low_res(
             raise ValueError(f"mask_input: expected (N, 1, h, w) low-res logits, one per object, got {shape}")
         mask_input = mask_input.float().clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
     n = num_objects(points, mask_input)
-    # The N objects go in the *image* batch dimension, with the one image's embeddings expanded (a view): HF adds
-    # a dense mask prompt before repeating the image over the point batch, which is wrong for N > 1 mask prompts.
+    # The N objects go in the *image* batch dimension, each with its image's embeddings (HF adds a dense mask prompt
+    # before repeating the image over the point batch, which is wrong for N > 1 mask prompts). One image's are
+    # expanded (a view); several images' are gathered, which copies no more than the decoder's own per-object
+    # copies (it adds the dense prompt to the image embedding and repeats the high-resolution features).
+    if batch == 1:
+        per_object = [level.expand(n, -1, -1, -1) for level in image_embeddings]
+    else:
+        per_object = [level.index_select(0, image_index) for level in image_embeddings]
     out = model(
-        image_embeddings=[level.expand(n, -1, -1, -1) for level in image_embeddings],
+        image_embeddings=per_object,
         input_points=None if points is None else points[:, None],
         input_labels=None if point_labels is None else point_labels[:, None],
         input_masks=mask_input,

@@ -1,8 +1,10 @@
 """SAM 2 promptable segmentation on images: the recipe the engine and the tasks drive.
 
-Flow of a training step: images → image features (the encoder runs without gradients when frozen) → per image,
-clicks sampled inside each object's mask → mask decoder → low-res logits upsampled to the model resolution →
-focal + dice + IoU + object-score loss (best of the three masks for single clicks).
+Flow of a training step: images → image features (the encoder runs without gradients when frozen, or they come
+from the embedding cache) → the objects of all images flattened → first prompts and correction clicks simulated
+from each object's mask, one mask-decoder call per prompt kind and step (``simulate.py``) → focal + dice + IoU +
+object-score loss on the low-res logits (upsampled to the model resolution by default; best of the three masks for
+single clicks).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from segfit.metrics.masks import MeanIoU, mask_iou
 from segfit.models.sam2 import dataset as sam2_dataset
 from segfit.models.sam2 import param_groups as sam2_param_groups
 from segfit.models.sam2.build import build_sam2
-from segfit.models.sam2.cache import embedding_cache, without_color_jitter
+from segfit.models.sam2.cache import embedding_cache, pixel_digest, without_color_jitter
 from segfit.models.sam2.export import export_model
 from segfit.models.sam2.features import image_embeddings
 from segfit.models.sam2.inference import run_inference
@@ -83,20 +85,18 @@ class Sam2Recipe:
         return sam2_dataset.Sam2ImageDataset(self._reader(data.train), data, self.spec.model.image_size)
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        return sam2_dataset.collate(samples)
+        batch = sam2_dataset.collate(samples)
+        if self.embedding_cache is not None:  # hashed here, in the loader's workers: the step never reads pixels back
+            batch["pixel_digests"] = [pixel_digest(image) for image in batch["image"]]
+        return batch
 
     # ---- training ----------------------------------------------------------------------------------------
     def training_step(self, model: Sam2Model, batch: dict[str, Any]) -> dict[str, Tensor]:
-        embeddings = (self.embedding_cache.embeddings(model, batch["image"]) if self.embedding_cache
-                      else image_embeddings(model, batch["image"], encoder_trains(self.spec.model)))
-        num_objects = sum(len(m) for m in batch["masks"])
-        totals: dict[str, Tensor] = {}
-        for b, gt in enumerate(batch["masks"]):
-            terms = prompt_and_score(model, [e[b : b + 1] for e in embeddings], gt, batch["valid"][b],
-                                     self.spec.train.prompts, self.spec.train.loss, self.spec.model.multimask_output)
-            for key, value in terms.items():  # weight by objects: the loss is a mean over all objects of the batch
-                totals[key] = totals.get(key, 0) + value * len(gt) / num_objects
-        return totals
+        """One episode for the objects of every image of the batch (one decoder call per prompt kind and step)."""
+        embeddings = (self.embedding_cache.embeddings(model, batch["image"], batch.get("pixel_digests"))
+                      if self.embedding_cache else image_embeddings(model, batch["image"], encoder_trains(self.spec.model)))
+        return prompt_and_score(model, embeddings, batch["masks"], batch["valid"], self.spec.train.prompts,
+                                self.spec.train.loss, self.spec.model.multimask_output, image_index=batch["image_index"])
 
     # ---- tasks -------------------------------------------------------------------------------------------
     def run_inference(self, load_model: Callable[[], Sam2Model], out_dir: Path) -> list[Path]:
