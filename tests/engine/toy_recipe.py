@@ -76,10 +76,15 @@ class ToyRecipe:
         self.losses: list[float] = []  # loss of every training micro-batch
         self.output_dtypes: list[torch.dtype] = []
         self.eval_modes: list[bool] = []  # model.training during evaluate
+        self.compiled = False
 
     def build_model(self) -> ToyModel:
         self.model = ToyModel(self.dropout)  # kept so tests can read the trained weights
         return self.model
+
+    def compile(self, model: nn.Module) -> None:
+        self.compiled = True
+        model.compile(backend="eager")  # the engine's call, not the compiler's speed, is under test
 
     def param_groups(self, model: nn.Module) -> list[ParamGroup]:
         lr = self.spec.train.optim.base_lr

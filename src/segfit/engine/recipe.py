@@ -34,6 +34,10 @@ class Recipe(Protocol):
         """
         ...
 
+    def compile(self, model: nn.Module) -> None:
+        """Compile the parts of ``model`` a training step spends its time in, in place (``train.compile``)."""
+        ...
+
     def param_groups(self, model: nn.Module) -> list[ParamGroup]:
         """Trainable parameters grouped by learning rate."""
         ...

@@ -11,6 +11,7 @@ Outputs under ``results_dir``: ``checkpoints/{last,best}/``, ``metrics.jsonl``, 
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import time
 from contextlib import ExitStack
@@ -63,6 +64,8 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
         teardown.callback(cleanup, dist)
         seed_everything(cfg.seed + dist.rank)
         model = recipe.build_model().to(device)
+        if cfg.compile:
+            recipe.compile(model)
         optimizer = build_optimizer(recipe.param_groups(model), cfg.optim)
         scheduler = build_scheduler(optimizer, cfg.optim, cfg.max_steps)
         scaler = grad_scaler(cfg.precision, device)
@@ -85,19 +88,19 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
             shutil.rmtree(results_dir / "checkpoints")
         broadcast_model(model, dist)
         trainable = [p for p in model.parameters() if p.requires_grad]
+        workers = loader_workers(spec.data.num_workers)
         batches = iter(DataLoader(
             dataset, batch_size=spec.data.batch_size, sampler=sampler, collate_fn=recipe.collate,
-            num_workers=spec.data.num_workers, pin_memory=device.type == "cuda",
+            num_workers=workers, persistent_workers=workers > 0, pin_memory=device.type == "cuda",
             generator=torch.Generator().manual_seed(cfg.seed),  # keeps the loader off the global RNG
         ))
-        log = teardown.enter_context(
-            RunLog(results_dir, step, cfg.max_steps, bar_keys=("loss", "iou", best_metric), enabled=dist.is_main)
-        )
+        log = teardown.enter_context(RunLog(results_dir, step, cfg.max_steps, enabled=dist.is_main,
+                                            bar_keys=("loss", "iou", best_metric, "gpu_mem")))
         validate = spec.data.val is not None and cfg.eval_every > 0
         max_norm = math.inf if cfg.optim.grad_clip is None else cfg.optim.grad_clip  # inf: measure, don't clip
         samples_per_step = spec.data.batch_size * cfg.grad_accum_steps * dist.world_size
         started = time.perf_counter()
-        window, last_train, last_val = _Window(), {}, {}
+        window, last_train, last_val, non_finite = _Window(), {}, {}, _NonFinite()
 
         def save(name: str, val_metrics: dict[str, Any], rng_states: list[dict[str, Any]]) -> None:
             """Checkpoint ``name`` at the current ``step`` with the current ``best``."""
@@ -108,12 +111,14 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
 
         model.train()
         while step < cfg.max_steps:
-            step_started = time.perf_counter()
+            step_started, data_seconds = time.perf_counter(), 0.0
             for _ in range(cfg.grad_accum_steps):
+                data_started = time.perf_counter()
                 batch = to_device(next(batches), device)
+                data_seconds += time.perf_counter() - data_started
                 with autocast(cfg.precision, device):
                     terms = recipe.training_step(model, batch)
-                _check_finite(terms, step + 1)
+                non_finite.add(terms, step + 1)
                 scaler.scale(terms["loss"] / cfg.grad_accum_steps).backward()
                 sampler.advance(spec.data.batch_size)
                 window.add(terms)
@@ -126,19 +131,22 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             step += 1
-            window.add({"grad_norm": grad_norm}, time.perf_counter() - step_started)
+            window.add({"grad_norm": grad_norm, "data_s": data_seconds}, time.perf_counter() - step_started)
             log.advance()
 
             at_end = step == cfg.max_steps
-            if step % cfg.log_every == 0 or at_end:
-                last_train = all_reduce_mean(window.means(), device, dist)
-                steps_per_s = window.steps / window.seconds
-                log.log({"step": step, "split": "train", **lrs, **last_train, "steps_per_s": steps_per_s,
-                         "samples_per_s": steps_per_s * samples_per_step,
-                         "time": elapsed_before + time.perf_counter() - started})
-                window = _Window()
+            log_due = step % cfg.log_every == 0 or at_end
             eval_due = validate and (step % cfg.eval_every == 0 or at_end)
             checkpoint_due = step % cfg.checkpoint_every == 0 or at_end
+            if log_due or eval_due or checkpoint_due:
+                non_finite.check()  # where the host waits anyway: never log, evaluate or save after a bad step
+            if log_due:
+                last_train = all_reduce_mean(window.means(), device, dist)
+                steps_per_s = window.steps / window.seconds
+                log.log({"step": step, "split": "train", **lrs, **last_train, **peak_gpu_memory(device),
+                         "steps_per_s": steps_per_s, "samples_per_s": steps_per_s * samples_per_step,
+                         "time": elapsed_before + time.perf_counter() - started})
+                window = _Window()
             if not (eval_due or checkpoint_due):
                 continue
             rng_states = all_gather(rng_state(), dist)  # every rank's generators, for an exact resume
@@ -208,12 +216,51 @@ class _Window:
         return {key: (total / self.counts[key]).item() for key, total in self.sums.items()}
 
 
-def _check_finite(terms: dict[str, torch.Tensor], step: int) -> None:
-    if "loss" not in terms:
-        raise KeyError(f"recipe.training_step returned {sorted(terms)}: the total loss must be under 'loss'")
-    if not torch.isfinite(terms["loss"]):
-        values = ", ".join(f"{key}={float(torch.as_tensor(value).detach()):.4g}" for key, value in terms.items())
-        raise FloatingPointError(f"step {step}: the loss is not finite ({values})")
+class _NonFinite:
+    """The first step whose loss was not finite, and its terms, remembered on the device.
+
+    Testing every step would make the host wait for every step; instead the loop calls ``check`` where it waits
+    anyway (records, evaluations, checkpoints), so no checkpoint is written after a non-finite loss and a run loses
+    at most the steps since its last checkpoint.
+    """
+
+    def __init__(self) -> None:
+        self.step: torch.Tensor | None = None
+        self.terms: dict[str, torch.Tensor] = {}
+
+    def add(self, terms: dict[str, torch.Tensor], step: int) -> None:
+        if "loss" not in terms:
+            raise KeyError(f"recipe.training_step returned {sorted(terms)}: the total loss must be under 'loss'")
+        bad = ~torch.isfinite(terms["loss"].detach())
+        first = bad if self.step is None else bad & (self.step == 0)
+        self.step = torch.where(first, step, 0 if self.step is None else self.step)
+        for key, value in terms.items():
+            value = torch.as_tensor(value).detach().float()
+            self.terms[key] = torch.where(first, value, self.terms.get(key, value))
+
+    def check(self) -> None:
+        if self.step is not None and int(self.step):
+            values = ", ".join(f"{key}={float(value):.4g}" for key, value in self.terms.items())
+            raise FloatingPointError(f"step {int(self.step)}: the loss is not finite ({values})")
+
+
+def peak_gpu_memory(device: torch.device) -> dict[str, float]:
+    """``gpu_mem``: the most CUDA memory tensors held since the last record, in GiB (nothing on other devices)."""
+    if device.type != "cuda":
+        return {}
+    peak = torch.cuda.max_memory_allocated(device) / 2**30
+    torch.cuda.reset_peak_memory_stats(device)
+    return {"gpu_mem": peak}
+
+
+def loader_workers(setting: int | str) -> int:
+    """``data.num_workers``: ``auto`` leaves a core to each training process of this machine and uses the rest
+    (at most 8), and at least one worker, so loading overlaps the step."""
+    if setting != "auto":
+        return int(setting)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    per_process = cores // int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    return max(1, min(8, per_process - 1))
 
 
 def _metric(metrics: dict[str, Any], name: str) -> float:

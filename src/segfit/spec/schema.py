@@ -55,8 +55,8 @@ class DataSpec:
     """Images per batch (per process)."""
     max_num_objects: int = 8
     """Objects per image; a random subset is taken when an image has more (official trainer: 3 per clip)."""
-    num_workers: int = 0
-    """DataLoader worker processes."""
+    num_workers: int | Literal["auto"] = "auto"
+    """DataLoader worker processes; ``auto``: the cores of this machine less one per training process (1 to 8)."""
     on_error: Literal["raise", "skip"] = "raise"
     """A bad sample (corrupt image, wrong mask size, bad JSON): stop with an error naming the file, or skip it and count."""
     min_object_area: int = 1
@@ -110,6 +110,8 @@ class TrainSpec:
     best_mode: Literal["max", "min"] = "max"
     resume: bool = True
     """Continue automatically from ``results_dir/checkpoints/last`` when it exists."""
+    compile: bool = False
+    """``torch.compile`` the family's hot path (SAM 2: prompt encoder + mask decoder); the first steps compile."""
     optim: OptimSpec = field(default_factory=OptimSpec)
 
 

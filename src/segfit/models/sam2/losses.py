@@ -19,6 +19,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 Resolution = Literal["full", "low", "points"]
 
@@ -184,18 +185,26 @@ class MaskTargets:
         """Focal, dice and actual IoU ``(N, M)`` of low-resolution logits ``(N, M, h, w)``."""
         logits = low_logits.float()
         if self.resolution == "full":
-            high = logits
-            if logits.shape[-2:] != self.gt.shape[-2:]:
-                high = F.interpolate(logits, size=self.gt.shape[-2:], mode="bilinear", align_corners=False)
-            valid = None if self.valid is None else (self.valid[:, None] if self.valid.dim() == 3 else self.valid)
-            targets = self.gt[:, None]
-            return (sigmoid_focal_loss(high, targets, valid=valid), dice_loss(high, targets, valid=valid),
-                    actual_iou(high.detach(), targets, valid=valid))
+            if not logits.requires_grad:
+                return self._full_terms(logits)
+            # Recomputed in the backward pass: only the low-resolution logits are kept, instead of about eight
+            # full-resolution tensors per mask (upsampled logits, sigmoid, focal factors) for every prompting step.
+            return checkpoint(self._full_terms, logits, use_reentrant=False)
         ious = actual_iou(logits.detach(), self.fraction, self.count)
         if self.resolution == "low":
             focal = sigmoid_focal_loss(logits, self.fraction, valid=self.count)
             return focal, dice_loss(logits, self.fraction, self.count), ious
         return (*self._point_terms(logits), ious)
+
+    def _full_terms(self, logits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Focal, dice and actual IoU of the logits upsampled (bilinear) to the ground truth's resolution."""
+        high = logits
+        if logits.shape[-2:] != self.gt.shape[-2:]:
+            high = F.interpolate(logits, size=self.gt.shape[-2:], mode="bilinear", align_corners=False)
+        valid = None if self.valid is None else (self.valid[:, None] if self.valid.dim() == 3 else self.valid)
+        targets = self.gt[:, None]
+        return (sigmoid_focal_loss(high, targets, valid=valid), dice_loss(high, targets, valid=valid),
+                actual_iou(high.detach(), targets, valid=valid))
 
     def _point_terms(self, logits: Tensor) -> tuple[Tensor, Tensor]:
         """Focal and dice at importance-sampled points of each of the M masks (its own points per mask)."""

@@ -73,6 +73,12 @@ class Sam2Recipe:
             enable_activation_checkpointing(model)
         return model
 
+    def compile(self, model: Sam2Model) -> None:
+        """The prompt encoder and mask decoder, in place (parameter names unchanged): a step calls them
+        1 + num_correction_clicks times per prompt kind. The object count varies, so shapes are dynamic."""
+        model.prompt_encoder.compile(dynamic=True)
+        model.mask_decoder.compile(dynamic=True)
+
     def param_groups(self, model: nn.Module) -> list[ParamGroup]:
         return sam2_param_groups.param_groups(model, self.spec.train.optim)
 
