@@ -180,6 +180,35 @@ def test_non_finite_loss_raises_naming_the_step_and_terms(tmp_path):
         train(ToyRecipe(spec, nan_at_call=3), spec)
 
 
+def test_no_checkpoint_is_written_after_a_non_finite_step(tmp_path):
+    spec = toy_spec(tmp_path, max_steps=4, checkpoint_every=1, log_every=10, eval_every=0)
+    with pytest.raises(FloatingPointError, match="step 3: the loss is not finite"):
+        train(ToyRecipe(spec, nan_at_call=3), spec)
+    state = json.loads((tmp_path / "checkpoints" / "last" / "meta.json").read_text())
+    assert state["step"] == 2
+
+
+def test_compile_asks_the_recipe(tmp_path):
+    spec = toy_spec(tmp_path, max_steps=2, compile=True)
+    recipe = ToyRecipe(spec)
+    train(recipe, spec)
+    assert recipe.compiled
+
+
+def test_auto_loader_workers_leave_a_core_to_each_training_process(monkeypatch):
+    monkeypatch.setattr(trainer.os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert trainer.loader_workers("auto") == 8
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert trainer.loader_workers("auto") == 3
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
+    assert trainer.loader_workers("auto") == 1
+    assert trainer.loader_workers(0) == 0
+
+
+def test_gpu_memory_is_recorded_only_on_cuda():
+    assert trainer.peak_gpu_memory(torch.device("cpu")) == {}
+
+
 def test_invalid_intervals_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="train.grad_accum_steps: 0 must be at least 1"):
         train(ToyRecipe(toy_spec(tmp_path)), toy_spec(tmp_path, grad_accum_steps=0))

@@ -47,6 +47,9 @@ PART_PREFIXES = {
     "mask_decoder": ("mask_decoder.",),
 }
 
+COMPILE_OPTIONS: dict[str, Any] = {"dynamic": True}
+"""``torch.compile`` arguments for ``train.compile``."""
+
 
 def part_of(param_name: str) -> str:
     for part, prefixes in PART_PREFIXES.items():
@@ -76,8 +79,8 @@ class Sam2Recipe:
     def compile(self, model: Sam2Model) -> None:
         """The prompt encoder and mask decoder, in place (parameter names unchanged): a step calls them
         1 + num_correction_clicks times per prompt kind. The object count varies, so shapes are dynamic."""
-        model.prompt_encoder.compile(dynamic=True)
-        model.mask_decoder.compile(dynamic=True)
+        model.prompt_encoder.compile(**COMPILE_OPTIONS)
+        model.mask_decoder.compile(**COMPILE_OPTIONS)
 
     def param_groups(self, model: nn.Module) -> list[ParamGroup]:
         return sam2_param_groups.param_groups(model, self.spec.train.optim)
