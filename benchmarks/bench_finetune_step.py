@@ -4,9 +4,7 @@
     python benchmarks/bench_finetune_step.py [--size tiny] [--image-size 1024] [--steps 16] [--variants cache,...]
 
 Same model (random weights, seed 0), same synthetic images (8 train, 4 val, 480×640, up to 8 objects). The 60-line
-loop (Sagi Eppel's widely copied script, re-implemented faithfully) takes one image per step, runs the image encoder
-under no_grad every step, gives every object one random click, decodes with multimask output and takes BCE on
-mask 0 at the original resolution + 0.05·|IoU - score|. segfit runs its real engine (``trainer.train``) with the
+loop is ``sixty_line.py``. segfit runs its real engine (``trainer.train``) with the
 SAM 2 recipe and, for a like-for-like step, the same prompts: one click per object, all objects, no correction
 clicks, no box prompts, no augmentation (``LIKE_FOR_LIKE``). Every run is ``--steps`` optimizer steps; the rate is
 1 / median step time over the steps after the first epoch (8 steps at batch 1), when every view is a cache hit: the
@@ -30,6 +28,7 @@ import numpy as np
 import torch
 
 from isolated import peak_rss_mb, run_isolated
+from sixty_line import sixty_line_loop
 
 NUM_TRAIN, NUM_VAL = 8, 4
 
@@ -58,41 +57,12 @@ DEFAULT_VARIANTS = ("no_cache", "cache", "cache_low", "cache_points", "cache_low
 """What a plain run measures (about 12 min at 1024² on 2 cores); the bf16 one only on a CPU with native bf16."""
 
 
-def sixty_line_loop(data_dir: Path, size: str, image_size: int, steps: int, keep_memory: bool, queue: mp.Queue) -> None:
-    from segfit.data.formats import open_split
+def sixty_line_run(data_dir: Path, size: str, image_size: int, steps: int, keep_memory: bool, queue: mp.Queue) -> None:
     from segfit.engine.host_memory import keep_freed_memory
-    from segfit.models.sam2.build import build_sam2
-    from segfit.models.sam2.preprocess import masks_to_original, points_to_model, preprocess_image
-    from segfit.spec.schema import SplitSpec
 
     if keep_memory:  # not what the script does; measured to show what the allocator alone is worth to it
         keep_freed_memory()
-    torch.manual_seed(0)
-    reader = open_split(SplitSpec(images=str(data_dir / "train/images"), annotations=str(data_dir / "train/masks")))
-    model = build_sam2(size, image_size=image_size).train()
-    model.vision_encoder.requires_grad_(False)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, weight_decay=4e-5)
-    rng = np.random.default_rng(0)
-    times = []
-    for _ in range(steps):
-        started = time.perf_counter()
-        record = reader.load(int(rng.integers(len(reader))))
-        masks = torch.from_numpy(record.masks).float()
-        points = torch.stack([torch.nonzero(m)[torch.randint(int(m.sum()), ())].flip(0) for m in masks.bool()]).float()
-        with torch.no_grad():  # predictor.set_image
-            embeddings = model.get_image_embeddings(preprocess_image(record.image, image_size)[None])
-        out = model(image_embeddings=embeddings, input_points=points_to_model(points, record.size, image_size)[None, :, None],
-                    input_labels=torch.ones(1, len(points), 1, dtype=torch.long), multimask_output=True)
-        prd = torch.sigmoid(masks_to_original(out.pred_masks[0], record.size)[:, 0])
-        seg_loss = (-masks * torch.log(prd + 1e-5) - (1 - masks) * torch.log(1 - prd + 1e-5)).mean()
-        inter = (masks * (prd > 0.5)).sum((1, 2))
-        iou = inter / (masks.sum((1, 2)) + (prd > 0.5).sum((1, 2)) - inter)
-        loss = seg_loss + 0.05 * torch.abs(out.iou_scores[0, :, 0] - iou).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        times.append(time.perf_counter() - started)
-    step_s = float(np.median(times[NUM_TRAIN:]))
+    step_s = float(np.median(sixty_line_loop(data_dir, size, image_size, steps)["times"][NUM_TRAIN:]))
     queue.put({"steps_per_s": 1 / step_s, "images_per_s": 1 / step_s, "peak_rss_mb": peak_rss_mb()})
 
 
@@ -162,8 +132,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
         write_synthetic_images(data_dir, num_train=NUM_TRAIN, num_val=NUM_VAL, size=(480, 640), max_objects=8, seed=0)
-        sixty = run_isolated("sixty_line", sixty_line_loop, data_dir, args.size, args.image_size, args.steps, False)
-        sixty_kept = run_isolated("sixty_line_kept_memory", sixty_line_loop, data_dir, args.size, args.image_size,
+        sixty = run_isolated("sixty_line", sixty_line_run, data_dir, args.size, args.image_size, args.steps, False)
+        sixty_kept = run_isolated("sixty_line_kept_memory", sixty_line_run, data_dir, args.size, args.image_size,
                                   args.steps, True)
         untrained = run_isolated("untrained", segfit_run, data_dir, args.size, args.image_size, 0, (), True)
         runs = {name: run_isolated(name, segfit_run, data_dir, args.size, args.image_size, args.steps, VARIANTS[name],
