@@ -8,22 +8,26 @@ correction clicks) on the same batches of synthetic images (up to 4 objects each
 (frozen encoder): ``per_image`` calls it once per image, as segfit's step did before (one decoder call per image,
 prompt kind and step); ``batched`` once for the batch (one call per prompt kind and step). The time is the median
 of ``--repeats`` steps after one warm-up; ``saved_mb`` is what the step keeps for its backward pass (every tensor
-autograd saves), with and without recomputing the full-resolution loss. The two variants alternate step by step.
-Prints one JSON line.
+autograd saves), with and without recomputing the full-resolution loss (``batched_loss_stored``). The variants
+alternate step by step; freed memory is kept, as the ``segfit`` command does. Prints one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from segfit.data.synthetic import write_synthetic_images
+from segfit.engine.host_memory import keep_freed_memory
 from segfit.models.sam2 import losses
 from segfit.models.sam2.simulate import prompt_and_score
 from segfit.registry import recipe_for
@@ -54,12 +58,29 @@ def step(recipe, model, embeddings, batch, per_image: bool) -> tuple[float, int,
     return time.perf_counter() - started, len(calls), sum(saved) / 2**20
 
 
+@contextmanager
+def loss_stored(store: bool) -> Iterator[None]:
+    """With ``store``, the full-resolution loss keeps its tensors for backward instead of recomputing them."""
+    recompute = losses.checkpoint
+    if store:
+        losses.checkpoint = lambda fn, *inputs, **_: fn(*inputs)
+    try:
+        yield
+    finally:
+        losses.checkpoint = recompute
+
+
+VARIANTS = {"per_image": (True, False), "batched": (False, False), "batched_loss_stored": (False, True)}
+"""name: (one episode per image, full-resolution loss stored instead of recomputed)."""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", default="tiny")
     parser.add_argument("--image-size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    keep_freed_memory()  # as the segfit command does
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
@@ -80,28 +101,19 @@ def main() -> None:
                        for i in range(args.repeats + 1)]
             with torch.no_grad():
                 embeddings = [model.get_image_embeddings(b["image"]) for b in batches]
-            runs = {True: [], False: []}
-            for e, b in zip(embeddings, batches):  # alternating, so both see the same machine state
-                for per_image in runs:
-                    runs[per_image].append(step(recipe, model, e, b, per_image))
+            runs = {name: [] for name in VARIANTS}
+            for e, b in zip(embeddings, batches):  # alternating, so every variant sees the same machine state
+                for name, (per_image, store) in VARIANTS.items():
+                    with loss_stored(store):
+                        runs[name].append(step(recipe, model, e, b, per_image))
             model.zero_grad()
             objects = np.mean([len(b["masks"]) for b in batches[1:]])
-            for per_image, measured in runs.items():
+            for name, measured in runs.items():
                 step_s = float(np.median([r[0] for r in measured[1:]]))
-                results[f"{'per_image' if per_image else 'batched'}_batch{batch_size}"] = {
+                results[f"{name}_batch{batch_size}"] = {
                     "step_s": round(step_s, 3), "objects_per_s": round(objects / step_s, 2),
                     "decoder_calls": float(np.mean([r[1] for r in measured[1:]])),
                     "saved_mb": round(float(np.mean([r[2] for r in measured[1:]])), 1)}
-        # the same batched step keeping the full-resolution loss tensors instead of recomputing them
-        stored = losses.checkpoint
-        losses.checkpoint = lambda fn, *inputs, **_: fn(*inputs)
-        try:
-            torch.manual_seed(1)
-            runs = [step(recipe, model, e, b, False) for e, b in zip(embeddings, batches)][1:]
-        finally:
-            losses.checkpoint = stored
-        results["batched_batch4_loss_stored"] = {"step_s": round(float(np.median([r[0] for r in runs])), 3),
-                                                 "saved_mb": round(float(np.mean([r[2] for r in runs])), 1)}
     speedup = {f"batch{b}": round(results[f"per_image_batch{b}"]["step_s"] / results[f"batched_batch{b}"]["step_s"], 2)
                for b in (1, 4)}
     print(json.dumps({
@@ -109,7 +121,7 @@ def main() -> None:
         "prompts": "official: click or box, 7 correction clicks", "repeats": args.repeats,
         "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "device": "cpu", **results, "speedup_batched_vs_per_image": speedup,
-        "wall_s": round(time.perf_counter() - started),
+        "load_avg_1min_after": round(os.getloadavg()[0], 2), "wall_s": round(time.perf_counter() - started),
     }))
 
 
