@@ -96,13 +96,13 @@ def _episode_inputs(model):
 
 @pytest.mark.parametrize("resolution", ["full", "low"])
 def test_batched_episode_equals_each_image_alone(model, monkeypatch, resolution):
-    """Deterministic prompts (centre clicks, exact boxes, no clicks from the ground truth) and fixed prompt kinds, so
-    both runs make the same draws."""
+    """Deterministic prompts (centre clicks, exact boxes, correction clicks at the ground truth's centre) and fixed
+    prompt kinds, so both runs give the same prompts whatever their random draws."""
     embeddings, gt, image_index, valid = _episode_inputs(model)
     kinds = torch.tensor([0, 1, 2, 0, 2, 1, 0, 0])
     queue = [kinds] + [kinds[image_index == b] for b in range(len(valid))]
     monkeypatch.setattr(simulate, "draw_prompt_kinds", lambda n, prompts: queue.pop(0))
-    prompts = replace(MIXED, click_at="center", correction_click="center", box_noise=0.0, prob_click_from_gt=0.0,
+    prompts = replace(MIXED, click_at="center", correction_click="center", box_noise=0.0, prob_click_from_gt=1.0,
                       num_correction_clicks=1)
     loss = Sam2LossSpec(resolution=resolution)
     batched = simulate.prompt_and_score(model, embeddings, gt, valid, prompts, loss, True, image_index)
@@ -116,10 +116,14 @@ def test_batched_episode_equals_each_image_alone(model, monkeypatch, resolution)
             expected[key] = expected[key] + alone[key] * rows.sum() / len(gt)
         num_present = int(gt[rows].flatten(1).any(1).sum())
         iou_sum, present = iou_sum + alone["iou"] * num_present, present + num_present
-    # the same maths in other matmul shapes (batched vs one image): equal up to float rounding
-    for key, value in expected.items():
-        torch.testing.assert_close(batched[key], torch.as_tensor(value), rtol=1e-5, atol=1e-5, msg=key)
-    torch.testing.assert_close(batched["iou"], torch.as_tensor(iou_sum / present), rtol=1e-5, atol=1e-5)
+    # the same maths in other matmul shapes (batched vs one image): equal up to float rounding (seen: ≤ 1e-7)
+    for key in ("loss_mask", "loss_dice", "loss_class"):
+        torch.testing.assert_close(batched[key], torch.as_tensor(expected[key]), rtol=1e-5, atol=1e-5, msg=key)
+    # the IoU target counts pixels with logits > 0: a pixel within rounding of 0 may flip, moving an object's IoU by
+    # ≤ 1 / its area (≤ 1/3000 here), these means over 8 objects by ≤ 5e-5 a pixel; a wrong pairing moves them by ≫ 1e-3
+    for key in ("loss_iou", "loss"):
+        torch.testing.assert_close(batched[key], torch.as_tensor(expected[key]), rtol=0, atol=2e-4, msg=key)
+    torch.testing.assert_close(batched["iou"], torch.as_tensor(iou_sum / present), rtol=0, atol=2e-4)
 
 
 def test_full_resolution_loss_is_recomputed_in_backward_not_stored():
