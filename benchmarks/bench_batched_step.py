@@ -95,15 +95,15 @@ def main() -> None:
         model = recipe.build_model().train()
         dataset = recipe.train_dataset()
         started = time.perf_counter()
-        torch.manual_seed(1)
         for batch_size in (1, 4):
             batches = [recipe.collate([dataset[((i * batch_size + j) % 8, i)] for j in range(batch_size)])
                        for i in range(args.repeats + 1)]
             with torch.no_grad():
                 embeddings = [model.get_image_embeddings(b["image"]) for b in batches]
             runs = {name: [] for name in VARIANTS}
-            for e, b in zip(embeddings, batches):  # alternating, so every variant sees the same machine state
+            for i, (e, b) in enumerate(zip(embeddings, batches)):  # alternating: the same machine state for all
                 for name, (per_image, store) in VARIANTS.items():
+                    torch.manual_seed(i)  # the same prompt draws for every variant (per image: in image order)
                     with loss_stored(store):
                         runs[name].append(step(recipe, model, e, b, per_image))
             model.zero_grad()
