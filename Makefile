@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # torch/torchvision pinned to the releases this machine's pip serves from local disk (CPU use; CUDA works too)
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench bench-gpu install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_loss_resolution.py
 	$(BIN)/python benchmarks/bench_activation_checkpointing.py
 	$(BIN)/python benchmarks/bench_onnx_decoder.py
+	$(BIN)/python benchmarks/bench_batched_step.py
+
+# on a CUDA machine: the GPU training table (docs/speed.md)
+bench-gpu: $(STAMP)
+	$(BIN)/python benchmarks/bench_gpu_step.py
 
 clean:
 	rm -rf runs/sam2_demo data/synth
