@@ -141,8 +141,9 @@ def list_images(folder: str | Path) -> dict[str, Path]:
         images[path.stem] = path
     if not images:
         raise DataError(str(folder), f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in this folder")
-    return dict(sorted(images.items(), key=lambda item: _natural_key(item[0])))
+    return dict(sorted(images.items(), key=lambda item: natural_key(item[0])))
 
 
-def _natural_key(name: str) -> list[tuple[int, int | str]]:
+def natural_key(name: str) -> list[tuple[int, int | str]]:
+    """Sort key that orders digit runs by value: ``sa_2`` before ``sa_10``, ``frame9`` before ``frame10``."""
     return [(0, int(part)) if part[0] in "0123456789" else (1, part) for part in re.split("([0-9]+)", name) if part]

@@ -1,12 +1,13 @@
 """The records that flow from format readers to recipes.
 
-Readers know file formats, not models: each yields these records at the image's original size, and a
-family's recipe turns them into model inputs. Video clips and tracking pairs get their own records here.
+Readers know file formats, not models: each yields these records at the original size, and a family's recipe
+turns them into model inputs. Tracking pairs will get their own record here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -46,3 +47,92 @@ class ImageRecord:
     def size(self) -> tuple[int, int]:
         """(height, width) of the original image."""
         return self.image.shape[0], self.image.shape[1]
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a reader knows about a video from listing its folders, before decoding anything."""
+
+    name: str
+    """The video's name (its folder name; ``file_list_txt`` selects by it)."""
+    source: str
+    """The video's frame folder (or the image file of a one-frame video), for messages."""
+    frame_names: tuple[str, ...]
+    """File names of all frames, in playing order."""
+    annotated: tuple[int, ...]
+    """Positions (into ``frame_names``) of the frames that have an annotation, increasing."""
+
+
+@dataclass
+class VideoRecord:
+    """Frames of one video (all of them, or a clip) and the masks of a fixed set of objects in each frame.
+
+    Frame ``t`` is the file ``frame_names[t]`` inside ``source``. An object absent from an annotated frame has an
+    empty mask there; every mask of a frame without an annotation is empty too, and ``annotated[t]`` is False:
+    "not annotated" is not "absent", so losses and metrics skip those frames.
+    """
+
+    frames: np.ndarray
+    """T×H×W×3 uint8, RGB (a list of H×W×3 arrays is stacked; all frames of a video share one size)."""
+    masks: np.ndarray
+    """T×N×H×W bool: mask of object ``object_ids[n]`` in frame ``t``."""
+    object_ids: tuple[int, ...]
+    """The N objects' ids as the annotation names them (palette index, or object folder number)."""
+    frame_names: tuple[str, ...]
+    """The T frame file names (``00000.jpg``), for messages and output names."""
+    source: str
+    """The video's frame folder."""
+    annotated: np.ndarray | None = None
+    """T bool: which frames have an annotation (None: all of them)."""
+    ignore: np.ndarray | None = None
+    """T×H×W bool: pixels left out of losses and metrics (DAVIS "void", palette index 255)."""
+
+    def __post_init__(self) -> None:
+        self.object_ids, self.frame_names = tuple(self.object_ids), tuple(self.frame_names)
+        if len(self.frame_names) != len(self.frames):
+            raise DataError(self.source, f"{len(self.frames)} frames but {len(self.frame_names)} frame names")
+        if isinstance(self.frames, (list, tuple)):
+            self.frames = stack_frames(self.frames, self.frame_names, self.source)
+        if self.frames.ndim != 4 or self.frames.shape[3] != 3 or self.frames.dtype != np.uint8 or not len(self.frames):
+            raise DataError(self.source, f"frames must be T×H×W×3 uint8 with T ≥ 1, got {self.frames.shape} "
+                                         f"{self.frames.dtype}")
+        t, h, w = self.frames.shape[:3]
+        if self.masks.ndim != 4 or self.masks.shape[:1] + self.masks.shape[2:] != (t, h, w):
+            raise DataError(self.source, f"masks of shape {self.masks.shape} do not match {t} frames of {h}×{w} "
+                                         f"(T×N×H×W)")
+        if len(self.object_ids) != self.masks.shape[1] or len(set(self.object_ids)) != len(self.object_ids):
+            raise DataError(self.source, f"object ids {self.object_ids} must be {self.masks.shape[1]} distinct ids")
+        self.annotated = np.ones(t, bool) if self.annotated is None else np.asarray(self.annotated, bool)
+        if self.annotated.shape != (t,):
+            raise DataError(self.source, f"annotated flags of shape {self.annotated.shape} for {t} frames")
+        if self.ignore is not None and self.ignore.shape != (t, h, w):
+            raise DataError(self.source, f"ignore masks of shape {self.ignore.shape} do not match {t} frames of {h}×{w}")
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of every frame."""
+        return self.frames.shape[1], self.frames.shape[2]
+
+    def subset(self, frames: Sequence[int] | None = None, objects: Sequence[int] | None = None) -> VideoRecord:
+        """The given frame positions (any order, e.g. reversed) and object ids (in that order) of this record."""
+        t = list(range(len(self.frames))) if frames is None else list(frames)
+        n = list(range(len(self.object_ids))) if objects is None else [self.object_ids.index(i) for i in objects]
+        return VideoRecord(
+            frames=self.frames[t], masks=self.masks[t][:, n], object_ids=tuple(self.object_ids[k] for k in n),
+            frame_names=tuple(self.frame_names[k] for k in t), source=self.source, annotated=self.annotated[t],
+            ignore=None if self.ignore is None else self.ignore[t],
+        )
+
+    def frame(self, t: int) -> ImageRecord:
+        """Frame ``t`` as an image record (its masks in ``object_ids`` order, empty ones included)."""
+        return ImageRecord(image=self.frames[t], masks=self.masks[t], source=f"{self.source}/{self.frame_names[t]}",
+                           ignore=None if self.ignore is None else self.ignore[t])
+
+
+def stack_frames(frames: Sequence[np.ndarray], names: Sequence[str], source: str) -> np.ndarray:
+    """T×H×W×3 from a list of frames; a frame whose size differs from the first is a ``DataError`` naming it."""
+    for name, frame in zip(names, frames):
+        if frame.shape != frames[0].shape:
+            raise DataError(f"{source}/{name}", f"frame is {frame.shape[0]}×{frame.shape[1]}, the video's first "
+                                                f"frame {frames[0].shape[0]}×{frames[0].shape[1]}")
+    return np.stack(frames) if len(frames) else np.zeros((0, 0, 0, 3), np.uint8)

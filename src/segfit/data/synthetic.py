@@ -1,8 +1,10 @@
-"""Synthetic instance-segmentation datasets for demos and tests, written in any supported format.
+"""Synthetic instance-segmentation datasets for demos and tests: images in any supported format, videos in the
+DAVIS layout.
 
 Scenes are textured shapes (ellipses, polygons, blobs) in saturated colours over dull textured backgrounds, so
 a small model has something learnable; later shapes occlude earlier ones and the written masks are the visible
-parts. Everything is drawn from ``numpy.random.default_rng([seed, split, image])``: same seed, same files.
+parts. In videos the shapes glide across a still background, passing in front of and behind each other.
+Everything is drawn from ``numpy.random.default_rng([seed, split, item])``: same seed, same files.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import colorsys
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -44,7 +46,46 @@ def write_synthetic_images(out_dir: str | Path, format: str = "labpics", num_tra
         scenes = [render_scene(np.random.default_rng([seed, split_number, i]), size, max_objects) for i in range(count)]
         images, annotations = WRITERS[format](out / name, scenes)
         paths[f"{name}_images"], paths[f"{name}_annotations"] = images, annotations
-    _write_readme(out, format, num_train, num_val, size, max_objects, seed, paths)
+    settings = (f"format: {format}; images: {num_train} train, {num_val} val, {size[0]}x{size[1]} (HxW), JPEG;\n"
+                f"1 to {max_objects} objects per image; seed {seed} (same seed, same files).\n"
+                "Objects are textured ellipses, polygons and blobs in saturated colours on dull textured backgrounds;\n"
+                "later objects occlude earlier ones and every mask is the visible part of its object.")
+    _write_readme(out, format, settings, paths)
+    return paths
+
+
+def write_synthetic_videos(out_dir: str | Path, num_train: int = 4, num_val: int = 2, size: tuple[int, int] = (120, 160),
+                           num_frames: int = 8, max_objects: int = 3, ann_every: int = 1,
+                           layout: Literal["palette", "per_object"] = "palette", seed: int = 0) -> dict[str, Path]:
+    """Write DAVIS-layout ``out_dir/train`` and ``out_dir/val`` (skipped when ``num_val`` is 0) plus ``README.txt``.
+
+    Each split holds ``JPEGImages/video_000/00000.jpg ...`` and ``Annotations/video_000/``: palette PNGs
+    ``00000.png`` (``layout="palette"``) or one folder of binary PNGs per object, ``1/00000.png`` (``per_object``),
+    for every ``ann_every``-th frame. Returns ``train_images``, ``train_annotations``, ``val_images``,
+    ``val_annotations`` (the ``JPEGImages`` and ``Annotations`` folders).
+    """
+    if layout not in ("palette", "per_object"):
+        raise ValueError(f"layout must be 'palette' or 'per_object', got {layout!r}")
+    if num_train < 1 or num_val < 0 or num_frames < 1 or max_objects < 1 or ann_every < 1 or min(size) < 16:
+        raise ValueError(f"need num_train ≥ 1, num_val ≥ 0, num_frames ≥ 1, max_objects ≥ 1, ann_every ≥ 1 and a "
+                         f"size of at least 16×16, got num_train={num_train}, num_val={num_val}, "
+                         f"num_frames={num_frames}, max_objects={max_objects}, ann_every={ann_every}, size={size}")
+    out = Path(out_dir)
+    paths: dict[str, Path] = {}
+    for split_number, (name, count) in enumerate((("train", num_train), ("val", num_val))):
+        if count == 0:
+            continue
+        images, annotations = out / name / "JPEGImages", out / name / "Annotations"
+        for i in range(count):
+            frames, ids = render_video(np.random.default_rng([seed, split_number, i]), size, num_frames, max_objects)
+            _write_davis_video(images / f"video_{i:03d}", annotations / f"video_{i:03d}", frames, ids, ann_every,
+                               layout)
+        paths[f"{name}_images"], paths[f"{name}_annotations"] = images, annotations
+    settings = (f"videos: {num_train} train, {num_val} val, {num_frames} frames of {size[0]}x{size[1]} (HxW), JPEG, "
+                f"annotated every {ann_every} frame(s) ({layout} masks);\n1 to {max_objects} objects per video; "
+                f"seed {seed} (same seed, same files).\nObjects are textured shapes gliding over a still background, "
+                f"passing in front of and behind each other;\nevery mask is the visible part of its object.")
+    _write_readme(out, "davis", settings, paths)
     return paths
 
 
@@ -60,8 +101,43 @@ def render_scene(rng: np.random.Generator, size: tuple[int, int], max_objects: i
         texture = _object_texture(rng, h, w)
         image[shape] = texture[shape]
         ids[shape] = number
+    return _with_noise(rng, image), ids
+
+
+def render_video(rng: np.random.Generator, size: tuple[int, int], num_frames: int,
+                 max_objects: int) -> tuple[np.ndarray, np.ndarray]:
+    """(T×H×W×3 uint8 frames, T×H×W int32 visible ids): 1..max_objects shapes, all visible enough in frame 0, each
+    moving with its texture at a constant velocity (up to 4% of the short side per frame) in painting order."""
+    h, w = size
+    shapes = _visible_enough([_shape(rng, h, w) for _ in range(int(rng.integers(1, max_objects + 1)))])
+    textures = [_object_texture(rng, h, w) for _ in shapes]
+    velocities = rng.uniform(-0.04, 0.04, (len(shapes), 2)) * min(h, w)
+    background = _background(rng, h, w)
+    frames, ids = np.zeros((num_frames, h, w, 3), np.uint8), np.zeros((num_frames, h, w), np.int32)
+    for t in range(num_frames):
+        image = background.copy()
+        for number, (shape, texture, (vy, vx)) in enumerate(zip(shapes, textures, velocities), start=1):
+            dy, dx = round(vy * t), round(vx * t)
+            moved = _shifted(shape, dy, dx)
+            image[moved] = _shifted(texture, dy, dx)[moved]
+            ids[t][moved] = number
+        frames[t] = _with_noise(rng, image)
+    return frames, ids
+
+
+def _with_noise(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     noise = rng.normal(0.0, 0.02, image.shape)
-    return (np.clip(image + noise, 0, 1) * 255).round().astype(np.uint8), ids
+    return (np.clip(image + noise, 0, 1) * 255).round().astype(np.uint8)
+
+
+def _shifted(array: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``array`` moved down ``dy`` and right ``dx`` pixels (negative: up / left); uncovered pixels are 0."""
+    h, w = array.shape[:2]
+    out = np.zeros_like(array)
+    if abs(dy) < h and abs(dx) < w:
+        out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = array[max(-dy, 0):h - max(dy, 0),
+                                                                          max(-dx, 0):w - max(dx, 0)]
+    return out
 
 
 def _visible_enough(shapes: list[np.ndarray]) -> list[np.ndarray]:
@@ -198,6 +274,37 @@ def _write_sa1b(split_dir: Path, scenes: list[Scene]) -> tuple[Path, Path]:
     return images, images
 
 
+def davis_palette() -> list[int]:
+    """The DAVIS (PASCAL VOC) palette, flat RGB: index 1 dark red, 2 green, 3 olive, ..., bits of the index spread
+    over the high bits of the three channels."""
+    palette = []
+    for index in range(256):
+        rgb = [0, 0, 0]
+        for bit in range(8):
+            for channel in range(3):
+                rgb[channel] |= ((index >> (3 * bit + channel)) & 1) << (7 - bit)
+        palette += rgb
+    return palette
+
+
+def _write_davis_video(frame_dir: Path, mask_dir: Path, frames: np.ndarray, ids: np.ndarray, ann_every: int,
+                       layout: str) -> None:
+    frame_dir.mkdir(parents=True, exist_ok=True)
+    mask_dir.mkdir(parents=True, exist_ok=True)
+    for t, frame in enumerate(frames):
+        _save_jpeg(frame_dir / f"{t:05d}.jpg", frame)
+        if t % ann_every:
+            continue
+        if layout == "palette":
+            png = Image.fromarray(ids[t].astype(np.uint8))
+            png.putpalette(davis_palette())  # makes it a palette ("P") image: pixel values are the indices
+            png.save(mask_dir / f"{t:05d}.png")
+            continue
+        for number in range(1, int(ids.max()) + 1):
+            (mask_dir / str(number)).mkdir(exist_ok=True)
+            Image.fromarray((ids[t] == number).astype(np.uint8) * 255).save(mask_dir / str(number) / f"{t:05d}.png")
+
+
 WRITERS: dict[str, Callable[[Path, list[Scene]], tuple[Path, Path]]] = {
     "labpics": _write_labpics,
     "coco": _write_coco,
@@ -205,16 +312,12 @@ WRITERS: dict[str, Callable[[Path, list[Scene]], tuple[Path, Path]]] = {
 }
 
 
-def _write_readme(out: Path, format: str, num_train: int, num_val: int, size: tuple[int, int], max_objects: int,
-                  seed: int, paths: dict[str, Path]) -> None:
+def _write_readme(out: Path, format: str, settings: str, paths: dict[str, Path]) -> None:
     splits = [name for name in ("train", "val") if f"{name}_images" in paths]
     lines = [
         "Synthetic instance-segmentation dataset written by `segfit data synth` (segfit.data.synthetic).",
         "",
-        f"format: {format}; images: {num_train} train, {num_val} val, {size[0]}x{size[1]} (HxW), JPEG;",
-        f"1 to {max_objects} objects per image; seed {seed} (same seed, same files).",
-        "Objects are textured ellipses, polygons and blobs in saturated colours on dull textured backgrounds;",
-        "later objects occlude earlier ones and every mask is the visible part of its object.",
+        settings,
         "Layouts: docs/data-formats.md. Spec lines for this dataset:",
         "",
         "data:",

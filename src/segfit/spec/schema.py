@@ -23,14 +23,16 @@ class ModelSpec:
 class SplitSpec:
     """One dataset split on disk."""
 
-    format: Literal["labpics", "coco", "sa1b"] = "labpics"
-    """On-disk layout: ``labpics`` (image folder + PNG index maps), ``coco`` (instance JSON), ``sa1b`` (jpg + JSON of RLEs)."""
+    format: Literal["labpics", "coco", "sa1b", "davis"] = "labpics"
+    """On-disk layout: ``labpics`` (image folder + PNG index maps), ``coco`` (instance JSON), ``sa1b`` (jpg + JSON of RLEs);
+    videos: ``davis`` (DAVIS/MOSE: a folder of frames per video + palette PNG masks or one folder per object)."""
     images: str = ""
-    """Folder of images."""
+    """Folder of images; davis: folder of frame folders, one per video (``JPEGImages``)."""
     annotations: str = ""
-    """labpics: folder of PNG instance maps (same stem as the image); coco: the JSON file; sa1b: folder of per-image JSON (empty = ``images``)."""
+    """labpics: folder of PNG instance maps (same stem as the image); coco: the JSON file; sa1b: folder of per-image JSON
+    (empty = ``images``); davis: folder of mask folders, one per video (``Annotations``)."""
     file_list_txt: str | None = None
-    """Optional text file with one image stem per line: only those images are used."""
+    """Optional text file with one image stem (davis: video name) per line: only those are used."""
     map_channels: list[Literal["blue", "green", "red"]] | None = None
     """labpics: colour planes of the map to combine into one instance map, named so PIL/OpenCV order cannot swap
     them (the LabPics recipe uses ``[blue, red]``: materials in blue, vessels in red). ``null`` reads a one-channel map."""
@@ -42,6 +44,71 @@ class AugmentSpec:
     """Probability of a horizontal flip (image, masks and ignore region together)."""
     color_jitter: float = 0.1
     """Brightness jitter strength (official trainer: 0.1); contrast and saturation use half of it. 0 disables."""
+
+
+@dataclass
+class VideoAugmentSpec:
+    """Clip augmentation: every random draw is made once per clip and applied to all its frames (``consistent`` in
+    the official trainer), except ``frame_color_jitter``. Defaults: ``sam2.1_hiera_b+_MOSE_finetune.yaml``."""
+
+    hflip: float = 0.5
+    """Probability of a horizontal flip of the clip."""
+    degrees: float = 25.0
+    """Affine: rotation drawn from [-degrees, degrees] (official 25)."""
+    shear: float = 20.0
+    """Affine: horizontal shear in degrees drawn from [-shear, shear] (official 20)."""
+    scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    """Affine: zoom factor drawn from [min, max] (official: no zoom, [1, 1]). The affine is skipped for a clip when
+    it would push an object out of the clip's first frame (as the official trainer does)."""
+    resize: list[int] = field(default_factory=list)
+    """Sizes, one drawn per clip: square side (``resize_square``) or short side. Empty keeps the size; the SAM 2
+    recipe stretches frames to ``model.image_size``, which is the official ``RandomResizeAPI(sizes=1024, square)``."""
+    resize_square: bool = True
+    """Resize to size × size (official), else the short side to the size keeping the aspect ratio."""
+    color_jitter: list[float] = field(default_factory=lambda: [0.1, 0.03, 0.03])
+    """Brightness, contrast and saturation strengths s, one factor from [1 - s, 1 + s] each per clip (official 0.1,
+    0.03, 0.03)."""
+    grayscale: float = 0.05
+    """Probability that the whole clip turns grey (official 0.05)."""
+    frame_color_jitter: list[float] = field(default_factory=lambda: [0.1, 0.05, 0.05])
+    """As ``color_jitter``, drawn anew for every frame, after the grayscale step (official 0.1, 0.05, 0.05)."""
+
+    def __post_init__(self) -> None:
+        for name in ("hflip", "grayscale"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name}: a probability in [0, 1], got {getattr(self, name)}")
+        if self.degrees < 0 or self.shear < 0:
+            raise ValueError(f"degrees: degrees and shear must be ≥ 0, got {self.degrees}, {self.shear}")
+        if len(self.scale) != 2 or not 0 < self.scale[0] <= self.scale[1]:
+            raise ValueError(f"scale: [min, max] with 0 < min ≤ max, got {self.scale}")
+        if any(size < 1 for size in self.resize):
+            raise ValueError(f"resize: sizes must be ≥ 1, got {self.resize}")
+        for name in ("color_jitter", "frame_color_jitter"):
+            strengths = getattr(self, name)
+            if len(strengths) != 3 or not all(0 <= s <= 1 for s in strengths):
+                raise ValueError(f"{name}: [brightness, contrast, saturation], each in [0, 1], got {strengths}")
+
+
+@dataclass
+class VideoSpec:
+    """How training clips are drawn from videos (SAM 2 video training); image training does not read it."""
+
+    num_frames: int = 8
+    """Frames per clip: consecutive *annotated* frames of a video (official 8). Use 1 for images mixed into video
+    training; a video with fewer annotated frames cannot give a clip."""
+    max_num_objects: int = 3
+    """Objects per clip: a random subset of those visible in the clip's first frame (official 3)."""
+    reverse_time_prob: float = 0.0
+    """Probability that a clip is played backwards. The shipped official fine-tune config leaves it at 0; the SAM 2
+    paper trained with 0.5."""
+    augment: VideoAugmentSpec = field(default_factory=VideoAugmentSpec)
+
+    def __post_init__(self) -> None:
+        for name in ("num_frames", "max_num_objects"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.reverse_time_prob <= 1:
+            raise ValueError(f"reverse_time_prob: a probability in [0, 1], got {self.reverse_time_prob}")
 
 
 @dataclass
@@ -62,6 +129,8 @@ class DataSpec:
     min_object_area: int = 1
     """Objects with fewer pixels than this (at the original size) are dropped."""
     augment: AugmentSpec = field(default_factory=AugmentSpec)
+    video: VideoSpec = field(default_factory=VideoSpec)
+    """Clip sampling and augmentation for video training (docs/data-formats.md, "Videos")."""
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_num_objects", "min_object_area"):

@@ -1,0 +1,185 @@
+"""DAVIS / MOSE videos: ``images/<video>/<frame>.jpg`` frame folders plus ``annotations/<video>/`` masks.
+
+A video's masks are either palette PNGs ``<frame>.png``, whose non-zero indices are objects, or one folder of
+binary PNGs per object, ``<object id>/<frame>.png`` (the official trainer's ``is_palette=False``). Masks are
+matched to frames by stem; a frame without a mask is unannotated (datasets annotated every k frames). Index 255
+of a palette PNG is DAVIS's "void" (uncertain border pixels): the DAVIS evaluation code turns it into background,
+the official SAM 2 loader would make it an object; here it is neither, it is the frame's ignore region.
+
+Folders are listed when a video is first used and frames are decoded per request, so a clip of 8 frames reads
+8 frames, and one bad video costs that video only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from segfit.data.image_io import natural_key, list_images, read_image, read_index_map
+from segfit.data.records import DataError, VideoInfo, VideoRecord, stack_frames
+from segfit.spec.schema import SplitSpec
+
+VOID = 255
+"""Palette index of DAVIS's void pixels."""
+
+
+@dataclass(frozen=True)
+class _Listing:
+    frames: dict[str, Path]
+    """Frame files by stem, in playing (natural) order."""
+    palette: dict[str, Path]
+    """Palette layout: the PNG of each annotated frame, by stem (empty in the per-object layout)."""
+    objects: dict[int, dict[str, Path]]
+    """Per-object layout: object id → that object's PNGs by frame stem (empty in the palette layout)."""
+    object_dirs: dict[int, Path]
+    """Per-object layout: object id → its folder."""
+
+    @property
+    def annotated_stems(self) -> set[str]:
+        return set(self.palette) if self.palette else {stem for pngs in self.objects.values() for stem in pngs}
+
+
+@dataclass
+class DavisVideo:
+    """One video of a DAVIS-layout split."""
+
+    name: str
+    frame_dir: Path
+    annotation_dir: Path
+
+    def info(self) -> VideoInfo:
+        listing = self._listing
+        annotated = listing.annotated_stems
+        return VideoInfo(name=self.name, source=str(self.frame_dir),
+                         frame_names=tuple(path.name for path in listing.frames.values()),
+                         annotated=tuple(t for t, stem in enumerate(listing.frames) if stem in annotated))
+
+    def objects(self, frame: int) -> list[int]:
+        """Ids of the objects visible in frame ``frame`` (a position); decodes that frame's masks only."""
+        stem = list(self._listing.frames)[frame]
+        present, _ = self._annotation(stem)
+        return sorted(object_id for object_id, mask in present.items() if mask.any())
+
+    def load(self, frames: Sequence[int] | None = None, objects: Sequence[int] | None = None) -> VideoRecord:
+        """Decode the frames at these positions (default all) with the masks of these object ids (default every
+        object of the video; an object absent from a frame has an empty mask there)."""
+        listing = self._listing
+        stems = list(listing.frames)
+        positions = list(range(len(stems))) if frames is None else [_position(t, len(stems), self.frame_dir)
+                                                                     for t in frames]
+        names = [listing.frames[stems[t]].name for t in positions]
+        images = stack_frames([read_image(listing.frames[stems[t]]) for t in positions], names, str(self.frame_dir))
+        h, w = images.shape[1:3]
+        annotations = [self._annotation(stems[t], (h, w)) for t in positions]
+        if objects is None:
+            objects = sorted(listing.objects) if listing.objects else sorted({i for present, _ in annotations
+                                                                             for i in present})
+        masks = np.zeros((len(positions), len(objects), h, w), bool)
+        for t, (present, _) in enumerate(annotations):
+            for n, object_id in enumerate(objects):
+                if object_id in present:
+                    masks[t, n] = present[object_id]
+        voids = [void for _, void in annotations]
+        ignore = None if all(v is None for v in voids) else np.stack([np.zeros((h, w), bool) if v is None else v
+                                                                      for v in voids])
+        annotated = listing.annotated_stems
+        record = VideoRecord(frames=images, masks=masks, object_ids=tuple(objects), frame_names=tuple(names),
+                             source=str(self.frame_dir), annotated=np.array([stems[t] in annotated for t in positions]),
+                             ignore=ignore)
+        if frames is None and listing.objects:
+            self._check_every_object_appears(record)
+        return record
+
+    def _check_every_object_appears(self, record: VideoRecord) -> None:
+        for n, object_id in enumerate(record.object_ids):
+            if not record.masks[:, n].any():
+                raise DataError(str(self._listing.object_dirs[object_id]),
+                                f"object {object_id} never appears: its mask is empty in all "
+                                f"{int(record.annotated.sum())} annotated frames")
+
+    def _annotation(self, stem: str, size: tuple[int, int] | None = None) -> tuple[dict[int, np.ndarray], np.ndarray | None]:
+        """(object id → mask, void region or None) of frame ``stem``; empty when it has no annotation. Masks of
+        another ``size`` than the frame's are an error naming the PNG."""
+        listing = self._listing
+        if listing.palette:
+            if stem not in listing.palette:
+                return {}, None
+            ids = self._checked(read_index_map(listing.palette[stem], None), listing.palette[stem], stem, size)
+            values = np.unique(ids)
+            present = {int(v): ids == v for v in values if v not in (0, VOID)}
+            return present, (ids == VOID) if VOID in values else None
+        present = {}
+        for object_id, pngs in listing.objects.items():
+            if stem in pngs:
+                present[object_id] = self._checked(read_index_map(pngs[stem], None), pngs[stem], stem, size) > 0
+        return present, None
+
+    def _checked(self, mask: np.ndarray, png: Path, stem: str, size: tuple[int, int] | None) -> np.ndarray:
+        if size is not None and mask.shape != size:
+            raise DataError(str(png), f"mask is {mask.shape[0]}×{mask.shape[1]} but frame "
+                                      f"{self._listing.frames[stem]} is {size[0]}×{size[1]}")
+        return mask
+
+    @cached_property
+    def _listing(self) -> _Listing:
+        """Both folders listed once per process; problems with the layout are ``DataError``s (not cached)."""
+        if not self.frame_dir.is_dir():
+            raise DataError(str(self.frame_dir), f"frame folder of video {self.name} not found "
+                                                 f"(its masks are in {self.annotation_dir})")
+        frames = list_images(self.frame_dir)
+        if not self.annotation_dir.is_dir():
+            raise DataError(str(self.annotation_dir), f"mask folder of video {self.name} not found "
+                                                      f"(its frames are in {self.frame_dir})")
+        entries = sorted(self.annotation_dir.iterdir())
+        palette = _pngs(entries)
+        folders = [entry for entry in entries if entry.is_dir()]
+        if palette and folders:
+            raise DataError(str(self.annotation_dir), "holds both PNG masks and object folders; a video's masks are "
+                                                      "either <frame>.png palette PNGs or <object id>/<frame>.png")
+        objects: dict[int, dict[str, Path]] = {}
+        object_dirs = {}
+        for folder in folders:
+            if not folder.name.isdecimal():
+                raise DataError(str(folder), "object folders are named by integer object id (0, 1, 2, ...)")
+            if int(folder.name) in objects:
+                raise DataError(str(folder), f"a second folder for object {int(folder.name)}")
+            objects[int(folder.name)] = _pngs(sorted(folder.iterdir()))
+            object_dirs[int(folder.name)] = folder
+        for stem, png in list(palette.items()) + [item for pngs in objects.values() for item in pngs.items()]:
+            if stem not in frames:
+                raise DataError(str(png), f"mask of frame {stem}, but {self.frame_dir} has no frame {stem}")
+        listing = _Listing(frames, palette, objects, object_dirs)
+        if not listing.annotated_stems:
+            raise DataError(str(self.annotation_dir), "no PNG masks (<frame>.png, or <object id>/<frame>.png)")
+        return listing
+
+
+def index(split: SplitSpec) -> dict[str, DavisVideo]:
+    """Every video folder of ``images`` or ``annotations`` (a video missing from one of them is reported when it
+    is used), in natural order."""
+    if not split.annotations:
+        raise DataError(split.images, "davis split without annotations: set the folder of mask folders "
+                                      "(Annotations)")
+    folders = {}
+    for role, root in (("frame", Path(split.images)), ("mask", Path(split.annotations))):
+        if not root.is_dir():
+            raise DataError(str(root), f"folder of {role} folders (one per video) not found")
+        folders[role] = {entry.name for entry in root.iterdir() if entry.is_dir()}
+    names = sorted(folders["frame"] | folders["mask"], key=natural_key)
+    if not names:
+        raise DataError(split.images, "no video folders in this folder")
+    return {name: DavisVideo(name, Path(split.images) / name, Path(split.annotations) / name) for name in names}
+
+
+def _pngs(entries: list[Path]) -> dict[str, Path]:
+    return {path.stem: path for path in entries if path.suffix.lower() == ".png" and path.is_file()}
+
+
+def _position(t: int, count: int, folder: Path) -> int:
+    if not -count <= t < count:
+        raise IndexError(f"frame position {t} is outside the {count} frames of {folder}")
+    return t % count
