@@ -2,6 +2,7 @@
 
 Examples:
     segfit data synth --kind image --out data/synth
+    segfit data synth --kind video --out data/synth_video
     segfit data check -e configs/sam2_demo.yaml
     segfit train -e configs/sam2_demo.yaml train.max_steps=200 model.trainable=[mask_decoder]
     segfit evaluate -e configs/sam2_demo.yaml evaluate.max_clicks=20
@@ -44,12 +45,14 @@ def _parser() -> argparse.ArgumentParser:
     data = tasks.add_parser("data", help="dataset tools: synth, check", allow_abbrev=False)
     data_tasks = data.add_subparsers(dest="data_task", required=True, metavar="DATA_TASK")
     synth = data_tasks.add_parser("synth", help="write a synthetic dataset (demo, tests)", allow_abbrev=False)
-    synth.add_argument("--kind", choices=["image"], default="image")
-    synth.add_argument("--format", choices=["labpics", "coco", "sa1b"], default="labpics")
+    synth.add_argument("--kind", choices=["image", "video"], default="image")
+    synth.add_argument("--format", choices=["labpics", "coco", "sa1b", "davis"],
+                       help="image: labpics (default), coco, sa1b; video: davis (default)")
     synth.add_argument("--out", required=True, help="output folder (train/ and val/ inside)")
-    synth.add_argument("--num-train", type=int, default=16)
-    synth.add_argument("--num-val", type=int, default=4)
-    synth.add_argument("--size", default="240x320", help="HxW of the images")
+    synth.add_argument("--num-train", type=int, help="images (default 16) or videos (default 4)")
+    synth.add_argument("--num-val", type=int, help="images (default 4) or videos (default 2)")
+    synth.add_argument("--size", help="HxW of the images (default 240x320) or frames (default 120x160)")
+    synth.add_argument("--num-frames", type=int, default=8, help="frames per video")
     synth.add_argument("--seed", type=int, default=0)
     _add_spec_args(data_tasks.add_parser("check", help="validate the spec's dataset splits before training", allow_abbrev=False))
     return parser
@@ -73,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.task == "data" and args.data_task == "synth":
             from segfit.tasks import data
 
-            height, width = (int(v) for v in args.size.lower().split("x"))
-            data.synth(args.out, args.format, args.num_train, args.num_val, (height, width), args.seed)
+            size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else None
+            data.synth(args.out, args.kind, args.format, args.num_train, args.num_val, size, args.seed, args.num_frames)
         else:
             spec = load_spec(args.spec, args.overrides)
             if args.task == "data":

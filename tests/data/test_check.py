@@ -1,4 +1,4 @@
-"""``segfit data check``: every bad file is named, nothing stops the check, counts are right."""
+"""``segfit data check``: every bad file is named, nothing stops the check, counts are right (images and videos)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segfit.data.check import check_split
-from segfit.data.synthetic import write_synthetic_images
+from segfit.cli import main
+from segfit.data.check import check_split, check_video_split
+from segfit.data.synthetic import write_synthetic_images, write_synthetic_videos
 from segfit.spec.schema import SplitSpec
 
 H, W = 24, 32
@@ -84,3 +85,72 @@ def test_clean_synthetic_split_is_ok(tmp_path):
     report = check_split("train", SplitSpec(format="sa1b", images=str(paths["train_images"])))
     assert report.ok and not report.warnings and report.num_loaded == 3 and report.num_objects >= 3
     assert "OK, 0 warning(s)" in report.format()
+
+
+# ---- videos ------------------------------------------------------------------------------------------------
+def test_video_split_report(tmp_path):
+    paths = write_synthetic_videos(tmp_path, num_train=4, num_val=0, size=(24, 32), num_frames=6, max_objects=2,
+                                   ann_every=2, seed=3)
+    frames, masks = paths["train_images"], paths["train_annotations"]
+    split = SplitSpec(format="davis", images=str(frames), annotations=str(masks))
+    report = check_video_split("train", split, num_frames=3)
+    assert report.ok and not report.warnings
+    assert (report.num_videos, report.num_loaded, report.num_frames, report.num_annotated) == (4, 4, 24, 12)
+    assert report.num_objects == sum(len(np.unique(np.asarray(Image.open(p)))) - 1 for p in
+                                     (masks / f"video_{i:03d}/00000.png" for i in range(4)))
+
+    Image.new("P", (31, 24)).save(masks / "video_001/00002.png")                    # mask of the wrong size
+    (frames / "video_002/00003.jpg").unlink()                                        # a missing frame: its mask...
+    (masks / "video_002/00002.png").rename(masks / "video_002/00003.png")            # ...has no frame
+    for png in (masks / "video_003").iterdir():
+        png.unlink()
+    (masks / "video_003/1").mkdir()                                                  # an object that never appears
+    Image.new("L", (32, 24)).save(masks / "video_003/1/00000.png")
+    report = check_video_split("train", split, num_frames=3)
+    problems = dict(report.problems)
+    assert set(problems) == {str(masks / "video_001/00002.png"), str(masks / "video_002/00003.png"),
+                             str(masks / "video_003/1")}
+    assert "mask is 24×31 but frame" in problems[str(masks / "video_001/00002.png")]
+    assert "has no frame 00003" in problems[str(masks / "video_002/00003.png")]
+    assert "object 1 never appears" in problems[str(masks / "video_003/1")]
+    assert report.num_loaded == 1 and report.warnings == [] and not report.ok
+    text = report.format()
+    assert text.startswith("train (davis): 4 videos, 1 loaded, 6 frames (3 annotated)") and "3 problem(s)" in text
+    assert all(path in text for path in problems)
+    assert json.loads(json.dumps(report.to_dict()))["problems"][0]["file"] in problems
+
+    report = check_video_split("train", split, num_frames=4)
+    assert report.warnings == [(str(frames / "video_000"), "3 annotated frame(s), fewer than the clip's "
+                                                          "num_frames=4: never sampled for training")]
+
+
+def test_video_split_missing_folder(tmp_path):
+    report = check_video_split("val", SplitSpec(format="davis", images=str(tmp_path / "JPEGImages"),
+                                                annotations=str(tmp_path)))
+    assert not report.ok and report.num_videos == 0 and "not found" in report.problems[0][1]
+
+
+def test_synth_and_check_commands(tmp_path, capsys):
+    out = tmp_path / "videos"
+    assert main(["data", "synth", "--kind", "video", "--out", str(out), "--num-train", "2", "--num-val", "1",
+                 "--size", "32x40", "--num-frames", "4"]) == 0
+    assert sorted(p.name for p in (out / "train/JPEGImages").iterdir()) == ["video_000", "video_001"]
+    assert len(list((out / "val/Annotations/video_000").iterdir())) == 4
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"""
+model: {{name: sam2}}
+data:
+  train: {{format: davis, images: {out}/train/JPEGImages, annotations: {out}/train/Annotations}}
+  val: {{format: davis, images: {out}/val/JPEGImages, annotations: {out}/val/Annotations}}
+  video: {{num_frames: 4}}
+""")
+    capsys.readouterr()
+    assert main(["data", "check", "-e", str(spec)]) == 0
+    printed = capsys.readouterr().out
+    assert "train (davis): 2 videos, 2 loaded, 8 frames (8 annotated)" in printed and "val (davis): 1 videos" in printed
+    assert main(["data", "check", "-e", str(spec), "data.video.num_frames=5"]) == 0  # warnings only
+    assert "never sampled for training" in capsys.readouterr().out
+    (out / "train/Annotations/video_001/00002.png").write_bytes(b"not a png")
+    assert main(["data", "check", "-e", str(spec)]) == 1
+    assert main(["data", "synth", "--kind", "video", "--format", "coco", "--out", str(tmp_path / "x")]) == 2
+    assert "does not fit --kind video" in capsys.readouterr().err

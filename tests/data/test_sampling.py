@@ -86,6 +86,8 @@ def test_first_frame_must_show_an_object(tmp_path):
     reader = open_video_split(_video_with_objects_in(tmp_path / "late", {3, 4}))
     assert {choose_clip(reader, 0, seed, num_frames=2).frames for seed in range(10)} == {(3, 4)}
     assert {choose_clip(reader, 0, seed, 2, reverse_time_prob=1.0).frames for seed in range(20)} == {(3, 2), (4, 3)}
+    reader = open_video_split(_video_with_objects_in(tmp_path / "last", {4}))
+    assert {choose_clip(reader, 0, seed, 2, reverse_time_prob=0.5).frames for seed in range(10)} == {(4, 3)}
     reader = open_video_split(_video_with_objects_in(tmp_path / "never", set()))
     with pytest.raises(DataError, match="no window of 2 annotated frames starts with a visible object"):
         choose_clip(reader, 0, 0, num_frames=2)

@@ -8,8 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segfit.data.formats import open_split
-from segfit.data.synthetic import MIN_VISIBLE_PIXELS, render_scene, write_synthetic_images
+from segfit.data.formats import open_split, open_video_split
+from segfit.data.synthetic import (
+    MIN_VISIBLE_PIXELS,
+    render_scene,
+    render_video,
+    write_synthetic_images,
+    write_synthetic_videos,
+)
 from segfit.spec.schema import SplitSpec
 
 SIZE = (64, 96)
@@ -69,3 +75,44 @@ def test_no_val_split_and_bad_arguments(tmp_path):
         write_synthetic_images(tmp_path, "voc")
     with pytest.raises(ValueError, match="num_train"):
         write_synthetic_images(tmp_path, num_train=0)
+
+
+# ---- videos ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("layout", ["palette", "per_object"])
+def test_videos_round_trip_through_the_davis_reader(tmp_path, layout):
+    size = (40, 56)
+    paths = write_synthetic_videos(tmp_path, num_train=2, num_val=1, size=size, num_frames=6, max_objects=3,
+                                   ann_every=2, layout=layout, seed=4)
+    assert set(paths) == {"train_images", "train_annotations", "val_images", "val_annotations"}
+    assert "format: davis" in (tmp_path / "README.txt").read_text()
+    for split_number, name, count in ((0, "train", 2), (1, "val", 1)):
+        reader = open_video_split(SplitSpec(format="davis", images=str(paths[f"{name}_images"]),
+                                            annotations=str(paths[f"{name}_annotations"])))
+        assert len(reader) == count
+        for i in range(count):
+            frames, ids = render_video(np.random.default_rng([4, split_number, i]), size, 6, 3)
+            video = reader.load(i)
+            assert reader.info(i).annotated == (0, 2, 4) and video.annotated.tolist() == [1, 0, 1, 0, 1, 0]
+            objects = np.arange(1, ids.max() + 1)
+            assert video.object_ids == tuple(objects)
+            expected = ids[:, None] == objects[None, :, None, None]
+            np.testing.assert_array_equal(video.masks[::2], expected[::2])
+            assert not video.masks[1::2].any()
+            assert np.abs(video.frames.astype(int) - frames).mean() < 10  # JPEG (q95)
+
+
+def test_videos_move_and_are_deterministic(tmp_path):
+    moving = 0
+    for i in range(10):
+        _, ids = render_video(np.random.default_rng(i), (48, 64), 8, 3)
+        assert set(np.unique(ids[0])) == set(range(ids.max() + 1))  # every object shows in the first frame
+        moving += any(not np.array_equal(ids[0] == k, ids[-1] == k) for k in range(1, ids.max() + 1))
+    assert moving >= 8
+    write_synthetic_videos(tmp_path / "a", num_train=1, num_val=1, size=(32, 32), num_frames=3, seed=1)
+    write_synthetic_videos(tmp_path / "b", num_train=1, num_val=1, size=(32, 32), num_frames=3, seed=1)
+    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    assert set(a) == set(b) and all(a[k] == b[k] for k in a if k != "README.txt")
+    with pytest.raises(ValueError, match="ann_every"):
+        write_synthetic_videos(tmp_path, ann_every=0)
+    with pytest.raises(ValueError, match="layout"):
+        write_synthetic_videos(tmp_path, layout="coco")

@@ -2,7 +2,8 @@
 
 Problems are samples that cannot be used (unreadable or missing files, size mismatches, bad JSON): with
 ``on_error: raise`` they stop a run. Warnings are samples that load but lose something: empty masks, objects
-below ``min_object_area`` (dropped), images left with no object (skipped by training and evaluation).
+below ``min_object_area`` (dropped), images left with no object (skipped by training and evaluation), videos too
+short for a clip.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from segfit.data.formats import open_split
+from segfit.data.formats import VIDEO_FORMATS, open_split, open_video_split
 from segfit.data.records import DataError
+from segfit.data.sampling import choose_clip
 from segfit.spec.schema import SplitSpec
 
 
@@ -47,19 +49,65 @@ class CheckReport:
 
     def format(self) -> str:
         """A summary line, then one row per problem and warning: kind, file, what is wrong."""
-        rows = [("problem", f, p) for f, p in self.problems] + [("warning", f, p) for f, p in self.warnings]
-        lines = [self.summary()]
-        if rows:
-            width = min(max(len(f) for _, f, _ in rows), 80)
-            lines.append(f"  {'kind':<8} {'file':<{width}}  what")
-            lines += [f"  {kind:<8} {file:<{width}}  {what}" for kind, file, what in rows]
-        return "\n".join(lines)
+        return _findings_table(self.summary(), self.problems, self.warnings)
 
     def to_dict(self) -> dict[str, Any]:
         low, mean, high = self.objects_per_image
-        return {**asdict(self), "objects_per_image": {"min": low, "mean": mean, "max": high},
-                "problems": [{"file": f, "problem": p} for f, p in self.problems],
-                "warnings": [{"file": f, "problem": p} for f, p in self.warnings], "ok": self.ok}
+        return {**_findings_dict(self), "objects_per_image": {"min": low, "mean": mean, "max": high}}
+
+
+@dataclass
+class VideoCheckReport:
+    name: str
+    """Split name (``train``, ``val``, ``test``)."""
+    data_format: str
+    """A video format (``davis``)."""
+    num_videos: int = 0
+    """Videos the split lists."""
+    num_loaded: int = 0
+    """Videos whose every frame and mask loaded without a problem."""
+    num_frames: int = 0
+    """Frames of the loaded videos."""
+    num_annotated: int = 0
+    """Annotated frames of the loaded videos."""
+    num_objects: int = 0
+    """Objects of the loaded videos (each counted once per video)."""
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    """(file, problem) for every video that cannot be used."""
+    warnings: list[tuple[str, str]] = field(default_factory=list)
+    """(video, what is lost) for videos that load but cannot give a clip."""
+
+    @property
+    def ok(self) -> bool:
+        """Every video loads (warnings do not count)."""
+        return not self.problems
+
+    def summary(self) -> str:
+        return (f"{self.name} ({self.data_format}): {self.num_videos} videos, {self.num_loaded} loaded, "
+                f"{self.num_frames} frames ({self.num_annotated} annotated), {self.num_objects} objects: "
+                f"{'OK' if self.ok else f'{len(self.problems)} problem(s)'}, {len(self.warnings)} warning(s)")
+
+    def format(self) -> str:
+        """A summary line, then one row per problem and warning: kind, file, what is wrong."""
+        return _findings_table(self.summary(), self.problems, self.warnings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _findings_dict(self)
+
+
+def _findings_table(summary: str, problems: list[tuple[str, str]], warnings: list[tuple[str, str]]) -> str:
+    rows = [("problem", f, p) for f, p in problems] + [("warning", f, p) for f, p in warnings]
+    lines = [summary]
+    if rows:
+        width = min(max(len(f) for _, f, _ in rows), 80)
+        lines.append(f"  {'kind':<8} {'file':<{width}}  what")
+        lines += [f"  {kind:<8} {file:<{width}}  {what}" for kind, file, what in rows]
+    return "\n".join(lines)
+
+
+def _findings_dict(report: CheckReport | VideoCheckReport) -> dict[str, Any]:
+    return {**asdict(report), "problems": [{"file": f, "problem": p} for f, p in report.problems],
+            "warnings": [{"file": f, "problem": p} for f, p in report.warnings], "ok": report.ok}
 
 
 def check_split(name: str, split: SplitSpec, min_object_area: int = 1) -> CheckReport:
@@ -93,3 +141,46 @@ def check_split(name: str, split: SplitSpec, min_object_area: int = 1) -> CheckR
     if counts:
         report.objects_per_image = (min(counts), sum(counts) / len(counts), max(counts))
     return report
+
+
+def check_video_split(name: str, split: SplitSpec, num_frames: int = 8, reverse_time_prob: float = 0.0) -> VideoCheckReport:
+    """Load every video whole (never stopping at a bad one): counts, the first problem of each bad video (missing
+    folders, unreadable frames or masks, sizes that differ, masks without a frame, objects that never appear), and
+    a warning for each video the clip sampler cannot use (too few annotated frames, no window starting with an
+    object)."""
+    report = VideoCheckReport(name=name, data_format=split.format)
+    try:
+        reader = open_video_split(split)
+    except DataError as err:
+        report.problems.append((err.path, err.problem))
+        return report
+    report.num_videos = len(reader)
+    for i in range(len(reader)):
+        try:
+            video = reader.load(i)
+        except DataError as err:
+            report.problems.append((err.path, err.problem))
+            continue
+        report.num_loaded += 1
+        report.num_frames += len(video.frames)
+        report.num_annotated += int(video.annotated.sum())
+        report.num_objects += len(video.object_ids)
+        try:
+            choose_clip(reader, i, 0, num_frames, reverse_time_prob=reverse_time_prob)
+        except DataError as err:
+            report.warnings.append((err.path, f"{err.problem}: never sampled for training"))
+    return report
+
+
+def check_splits(data: Any) -> list[CheckReport | VideoCheckReport]:
+    """Reports for every split ``data`` (a ``DataSpec``) names: video formats as videos, the others as images."""
+    reports: list[CheckReport | VideoCheckReport] = []
+    for name in ("train", "val", "test"):
+        split = getattr(data, name)
+        if not split or not split.images:
+            continue
+        if split.format in VIDEO_FORMATS:
+            reports.append(check_video_split(name, split, data.video.num_frames, data.video.reverse_time_prob))
+        else:
+            reports.append(check_split(name, split, data.min_object_area))
+    return reports

@@ -30,10 +30,11 @@ def choose_clip(reader: VideoReader, index: int, seed: int, num_frames: int = 8,
                 reverse_time_prob: float = 0.0) -> Clip:
     """Draw a clip of video ``index``; decodes only the masks of candidate first frames.
 
-    Windows are tried in a seeded random order, each played backwards with ``reverse_time_prob``, until one starts
-    with a visible object (the official sampler retries random windows up to 1,000 times; this tries each window
-    once, so the outcome is the same distribution without a retry limit). A video with fewer than ``num_frames``
-    annotated frames, or no window starting with a visible object, is a ``DataError`` naming the video.
+    Each window of ``num_frames`` annotated frames is a candidate forwards (weight 1 - ``reverse_time_prob``) and
+    backwards (weight ``reverse_time_prob``); candidates are tried in a seeded weighted random order until one
+    starts with a visible object. That is the official sampler's outcome (random windows retried up to 1,000
+    times) without its retry limit. A video with fewer than ``num_frames`` annotated frames, or no candidate
+    starting with a visible object, is a ``DataError`` naming the video.
     """
     if num_frames < 1 or max_num_objects < 1:
         raise ValueError(f"num_frames and max_num_objects must be ≥ 1, got {num_frames}, {max_num_objects}")
@@ -42,11 +43,14 @@ def choose_clip(reader: VideoReader, index: int, seed: int, num_frames: int = 8,
     if len(annotated) < num_frames:
         raise DataError(info.source, f"{len(annotated)} annotated frame(s), fewer than the clip's "
                                      f"num_frames={num_frames}")
+    windows = [annotated[start:start + num_frames] for start in range(len(annotated) - num_frames + 1)]
+    candidates = [(w, (1 - reverse_time_prob) / len(windows)) for w in windows] + [
+        (w[::-1], reverse_time_prob / len(windows)) for w in windows]
+    candidates = [(frames, weight) for frames, weight in candidates if weight > 0]
     rng = np.random.default_rng(seed)
-    starts = rng.permutation(len(annotated) - num_frames + 1)
-    reverse = rng.random(len(starts)) < reverse_time_prob
-    for start, backwards in zip(starts, reverse):
-        frames = annotated[start:start + num_frames][::-1 if backwards else 1]
+    order = rng.choice(len(candidates), len(candidates), replace=False, p=[weight for _, weight in candidates])
+    for k in order:
+        frames = candidates[k][0]
         visible = reader.objects(index, frames[0])
         if visible:
             chosen = rng.choice(visible, min(len(visible), max_num_objects), replace=False)

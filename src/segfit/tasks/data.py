@@ -5,22 +5,40 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from segfit.data.check import CheckReport, check_split
-from segfit.data.synthetic import write_synthetic_images
+from segfit.data.check import CheckReport, VideoCheckReport, check_splits
+from segfit.data.synthetic import write_synthetic_images, write_synthetic_videos
+
+SYNTH_DEFAULTS = {
+    "image": {"format": "labpics", "num_train": 16, "num_val": 4, "size": (240, 320)},
+    "video": {"format": "davis", "num_train": 4, "num_val": 2, "size": (120, 160)},
+}
+"""What ``segfit data synth`` writes for each ``--kind`` when an option is not given."""
 
 
-def synth(out_dir: str, format: str, num_train: int, num_val: int, size: tuple[int, int], seed: int) -> dict[str, Path]:
-    paths = write_synthetic_images(out_dir, format=format, num_train=num_train, num_val=num_val, size=size, seed=seed)
-    print(f"synthetic {format} dataset in {out_dir}:")
+def synth(out_dir: str, kind: str = "image", format: str | None = None, num_train: int | None = None,
+          num_val: int | None = None, size: tuple[int, int] | None = None, seed: int = 0,
+          num_frames: int = 8) -> dict[str, Path]:
+    """Write a synthetic dataset; options left None take the kind's ``SYNTH_DEFAULTS``."""
+    given = {"format": format, "num_train": num_train, "num_val": num_val, "size": size}
+    options = {**SYNTH_DEFAULTS[kind], **{key: value for key, value in given.items() if value is not None}}
+    if (options["format"] == "davis") != (kind == "video"):
+        raise ValueError(f"--format {options['format']} does not fit --kind {kind}: synthetic videos are written in "
+                         f"the davis layout, images in labpics, coco or sa1b")
+    if kind == "video":
+        paths = write_synthetic_videos(out_dir, num_train=options["num_train"], num_val=options["num_val"],
+                                       size=options["size"], num_frames=num_frames, seed=seed)
+    else:
+        paths = write_synthetic_images(out_dir, format=options["format"], num_train=options["num_train"],
+                                       num_val=options["num_val"], size=options["size"], seed=seed)
+    print(f"synthetic {options['format']} dataset in {out_dir}:")
     for key, path in paths.items():
         print(f"  {key}: {path}")
     return paths
 
 
-def check(spec: Any) -> list[CheckReport]:
+def check(spec: Any) -> list[CheckReport | VideoCheckReport]:
     """Check every split the spec names; returns the reports (printing them)."""
-    splits = {name: getattr(spec.data, name) for name in ("train", "val", "test")}
-    reports = [check_split(name, split, spec.data.min_object_area) for name, split in splits.items() if split and split.images]
+    reports = check_splits(spec.data)
     if not reports:
         raise ValueError("data: no split to check; set data.train.images (and val/test)")
     for report in reports:
