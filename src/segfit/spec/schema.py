@@ -23,19 +23,27 @@ class ModelSpec:
 class SplitSpec:
     """One dataset split on disk."""
 
-    format: Literal["labpics", "coco", "sa1b", "davis"] = "labpics"
+    format: Literal["labpics", "coco", "sa1b", "davis", "sav"] = "labpics"
     """On-disk layout: ``labpics`` (image folder + PNG index maps), ``coco`` (instance JSON), ``sa1b`` (jpg + JSON of RLEs);
-    videos: ``davis`` (DAVIS/MOSE: a folder of frames per video + palette PNG masks or one folder per object)."""
+    videos: ``davis`` (DAVIS/MOSE: a folder of frames per video + palette PNG masks or one folder per object), ``sav``
+    (SA-V: a folder of frames per video + ``<video>_manual.json`` masklets)."""
     images: str = ""
-    """Folder of images; davis: folder of frame folders, one per video (``JPEGImages``)."""
+    """Folder of images; davis, sav: folder of frame folders, one per video (``JPEGImages``)."""
     annotations: str = ""
     """labpics: folder of PNG instance maps (same stem as the image); coco: the JSON file; sa1b: folder of per-image JSON
-    (empty = ``images``); davis: folder of mask folders, one per video (``Annotations``)."""
+    (empty = ``images``); davis: folder of mask folders, one per video (``Annotations``); sav: folder of
+    ``<video>_manual.json`` files (empty = ``images``)."""
     file_list_txt: str | None = None
-    """Optional text file with one image stem (davis: video name) per line: only those are used."""
+    """Optional text file with one image stem (davis, sav: video name) per line: only those are used."""
     map_channels: list[Literal["blue", "green", "red"]] | None = None
     """labpics: colour planes of the map to combine into one instance map, named so PIL/OpenCV order cannot swap
     them (the LabPics recipe uses ``[blue, red]``: materials in blue, vessels in red). ``null`` reads a one-channel map."""
+    ann_every: int = 4
+    """sav: masklet entry k is frame number k × ann_every (SA-V: 24 fps frames, masks at 6 fps, so 4)."""
+
+    def __post_init__(self) -> None:
+        if self.ann_every < 1:
+            raise ValueError(f"ann_every: must be at least 1, got {self.ann_every}")
 
 
 @dataclass

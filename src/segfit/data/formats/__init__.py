@@ -17,7 +17,7 @@ from typing import Any, Callable, NamedTuple, Protocol, Sequence
 
 import numpy as np
 
-from segfit.data.formats import coco, davis, labpics, sa1b
+from segfit.data.formats import coco, davis, labpics, sa1b, sav
 from segfit.data.records import DataError, ImageRecord, VideoInfo, VideoRecord
 from segfit.spec.schema import SplitSpec
 
@@ -135,6 +135,7 @@ class VideoReader(Protocol):
 
 VIDEO_FORMATS: dict[str, Callable[[SplitSpec], dict[str, VideoSource]]] = {
     "davis": davis.index,
+    "sav": sav.index,
 }
 
 

@@ -19,8 +19,9 @@ from typing import Sequence
 
 import numpy as np
 
-from segfit.data.image_io import natural_key, list_images, read_image, read_index_map
-from segfit.data.records import DataError, VideoInfo, VideoRecord, stack_frames
+from segfit.data.formats.frames import Annotation, check_every_object_appears, read_frames
+from segfit.data.image_io import list_images, natural_key, read_index_map
+from segfit.data.records import DataError, VideoInfo, VideoRecord
 from segfit.spec.schema import SplitSpec
 
 VOID = 255
@@ -68,42 +69,18 @@ class DavisVideo:
         """Decode the frames at these positions (default all) with the masks of these object ids (default every
         object of the video; an object absent from a frame has an empty mask there)."""
         listing = self._listing
-        stems = list(listing.frames)
-        positions = list(range(len(stems))) if frames is None else [_position(t, len(stems), self.frame_dir)
-                                                                     for t in frames]
-        names = [listing.frames[stems[t]].name for t in positions]
-        images = stack_frames([read_image(listing.frames[stems[t]]) for t in positions], names, str(self.frame_dir))
-        h, w = images.shape[1:3]
-        annotations = [self._annotation(stems[t], (h, w)) for t in positions]
-        if objects is None:
-            objects = sorted(listing.objects) if listing.objects else sorted({i for present, _ in annotations
-                                                                             for i in present})
-        masks = np.zeros((len(positions), len(objects), h, w), bool)
-        for t, (present, _) in enumerate(annotations):
-            for n, object_id in enumerate(objects):
-                if object_id in present:
-                    masks[t, n] = present[object_id]
-        voids = [void for _, void in annotations]
-        ignore = None if all(v is None for v in voids) else np.stack([np.zeros((h, w), bool) if v is None else v
-                                                                      for v in voids])
-        annotated = listing.annotated_stems
-        record = VideoRecord(frames=images, masks=masks, object_ids=tuple(objects), frame_names=tuple(names),
-                             source=str(self.frame_dir), annotated=np.array([stems[t] in annotated for t in positions]),
-                             ignore=ignore)
-        if frames is None and listing.objects:
-            self._check_every_object_appears(record)
+        stems, annotated = list(listing.frames), listing.annotated_stems
+        declared = sorted(listing.objects) or None  # per-object folders name the objects; palette frames show them
+        record = read_frames(self.frame_dir, list(listing.frames.values()), [stem in annotated for stem in stems],
+                             frames, lambda t, size: self._annotation(stems[t], size),
+                             declared if objects is None else objects)
+        if frames is None and objects is None and declared:
+            check_every_object_appears(record, lambda object_id: str(listing.object_dirs[object_id]))
         return record
 
-    def _check_every_object_appears(self, record: VideoRecord) -> None:
-        for n, object_id in enumerate(record.object_ids):
-            if not record.masks[:, n].any():
-                raise DataError(str(self._listing.object_dirs[object_id]),
-                                f"object {object_id} never appears: its mask is empty in all "
-                                f"{int(record.annotated.sum())} annotated frames")
-
-    def _annotation(self, stem: str, size: tuple[int, int] | None = None) -> tuple[dict[int, np.ndarray], np.ndarray | None]:
-        """(object id → mask, void region or None) of frame ``stem``; empty when it has no annotation. Masks of
-        another ``size`` than the frame's are an error naming the PNG."""
+    def _annotation(self, stem: str, size: tuple[int, int] | None = None) -> Annotation:
+        """The masks of frame ``stem`` (none when it has no annotation); masks of another ``size`` than the frame's
+        are an error naming the PNG."""
         listing = self._listing
         if listing.palette:
             if stem not in listing.palette:
@@ -177,9 +154,3 @@ def index(split: SplitSpec) -> dict[str, DavisVideo]:
 
 def _pngs(entries: list[Path]) -> dict[str, Path]:
     return {path.stem: path for path in entries if path.suffix.lower() == ".png" and path.is_file()}
-
-
-def _position(t: int, count: int, folder: Path) -> int:
-    if not -count <= t < count:
-        raise IndexError(f"frame position {t} is outside the {count} frames of {folder}")
-    return t % count
