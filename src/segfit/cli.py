@@ -3,6 +3,7 @@
 Examples:
     segfit data synth --kind image --out data/synth
     segfit data synth --kind video --out data/synth_video
+    segfit data extract-frames sav_train/ --out sav_frames/ --every 4 --workers 8
     segfit data check -e configs/sam2_demo.yaml
     segfit train -e configs/sam2_demo.yaml train.max_steps=200 model.trainable=[mask_decoder]
     segfit evaluate -e configs/sam2_demo.yaml evaluate.max_clicks=20
@@ -42,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("src", help="an official .pt (→ HF directory) or an HF directory / .safetensors (→ official .pt)")
     convert.add_argument("dst", help="the output directory or .pt file")
 
-    data = tasks.add_parser("data", help="dataset tools: synth, check", allow_abbrev=False)
+    data = tasks.add_parser("data", help="dataset tools: synth, check, extract-frames", allow_abbrev=False)
     data_tasks = data.add_subparsers(dest="data_task", required=True, metavar="DATA_TASK")
     synth = data_tasks.add_parser("synth", help="write a synthetic dataset (demo, tests)", allow_abbrev=False)
     synth.add_argument("--kind", choices=["image", "video"], default="image")
@@ -55,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--num-frames", type=int, default=8, help="frames per video")
     synth.add_argument("--seed", type=int, default=0)
     _add_spec_args(data_tasks.add_parser("check", help="validate the spec's dataset splits before training", allow_abbrev=False))
+    extract = data_tasks.add_parser("extract-frames", help="video files -> JPEG frame folders (resumable)",
+                                    allow_abbrev=False)
+    extract.add_argument("videos", help="a video file, or a folder searched recursively for .mp4 .mov .avi .mkv .webm")
+    extract.add_argument("--out", required=True, help="output folder: one <video>/00000.jpg ... folder per video")
+    extract.add_argument("--every", type=int, default=1, help="keep frames 0, k, 2k, ... (SA-V: 4, as the official script)")
+    extract.add_argument("--workers", type=int, default=1, help="videos extracted in parallel")
+    extract.add_argument("--quality", type=int, default=95, help="JPEG quality")
     return parser
 
 
@@ -78,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
 
             size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else None
             data.synth(args.out, args.kind, args.format, args.num_train, args.num_val, size, args.seed, args.num_frames)
+        elif args.task == "data" and args.data_task == "extract-frames":
+            from segfit.tasks import data
+
+            return 0 if data.extract_frames(args.videos, args.out, args.every, args.workers, args.quality) else 1
         else:
             spec = load_spec(args.spec, args.overrides)
             if args.task == "data":

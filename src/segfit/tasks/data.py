@@ -1,4 +1,4 @@
-"""``segfit data synth`` and ``segfit data check``."""
+"""``segfit data synth``, ``segfit data check`` and ``segfit data extract-frames``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from segfit.data.check import CheckReport, VideoCheckReport, check_splits
+from segfit.data.extract import extract_frames as extract_video_frames
 from segfit.data.synthetic import write_synthetic_images, write_synthetic_videos
 
 SYNTH_DEFAULTS = {
@@ -44,3 +45,12 @@ def check(spec: Any) -> list[CheckReport | VideoCheckReport]:
     for report in reports:
         print(report.format())
     return reports
+
+
+def extract_frames(videos: str, out_dir: str, every: int, workers: int, quality: int) -> bool:
+    """Extract, print what happened; True when no video failed."""
+    report = extract_video_frames(videos, out_dir, every=every, workers=workers, quality=quality)
+    for path, problem in report.failed.items():
+        print(f"  failed   {path}: {problem}")
+    print(f"frames in {out_dir}: {report.summary()}")
+    return not report.failed
