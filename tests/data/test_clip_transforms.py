@@ -1,4 +1,4 @@
-"""Clip augmentation: one geometric draw for every frame, masks aligned with the pixels, seeded, official order."""
+"""Clip augmentation: one geometric draw for every frame, masks aligned with the pixels, seeded; its spec keys."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 
 from segfit.data.records import VideoRecord
 from segfit.data.transforms import augment_clip
+from segfit.spec import SpecError, load_spec
 from segfit.spec.schema import VideoAugmentSpec
 
 T, H, W = 4, 40, 56
@@ -111,7 +112,13 @@ def test_seeded_and_global_rng_untouched():
     assert len({augment_clip(clip, spec, seed).frames.tobytes() for seed in range(6)}) == 6
 
 
-def test_bad_settings_are_rejected():
+def test_spec_keys_and_bad_settings():
+    spec = load_spec(None, ["model.name=sam2", "data.video.num_frames=4", "data.video.augment.resize=[512]",
+                            "data.video.reverse_time_prob=0.5"])
+    assert (spec.data.video.num_frames, spec.data.video.max_num_objects, spec.data.video.reverse_time_prob) == (4, 3, 0.5)
+    assert spec.data.video.augment.resize == [512] and spec.data.max_num_objects == 8  # the image key is untouched
+    with pytest.raises(SpecError, match="data.video.augment.shear: must be ≥ 0"):
+        load_spec(None, ["model.name=sam2", "data.video.augment.shear=-1"])
     with pytest.raises(ValueError, match="scale"):
         VideoAugmentSpec(scale=[1.2, 0.9])
     with pytest.raises(ValueError, match="frame_color_jitter"):

@@ -56,7 +56,7 @@ class VideoInfo:
     name: str
     """The video's name (its folder name; ``file_list_txt`` selects by it)."""
     source: str
-    """The video's frame folder (or the image file of a one-frame video), for messages."""
+    """The video's frame folder (for an image read as a one-frame video, the image's folder)."""
     frame_names: tuple[str, ...]
     """File names of all frames, in playing order."""
     annotated: tuple[int, ...]
@@ -77,7 +77,8 @@ class VideoRecord:
     masks: np.ndarray
     """T×N×H×W bool: mask of object ``object_ids[n]`` in frame ``t``."""
     object_ids: tuple[int, ...]
-    """The N objects' ids as the annotation names them (palette index, or object folder number)."""
+    """The N objects' ids as the annotation names them (palette index, object folder number, SA-V masklet id; an
+    image read as a video: 1..N)."""
     frame_names: tuple[str, ...]
     """The T frame file names (``00000.jpg``), for messages and output names."""
     source: str

@@ -44,11 +44,11 @@ def choose_clip(reader: VideoReader, index: int, seed: int, num_frames: int = 8,
         raise DataError(info.source, f"{len(annotated)} annotated frame(s), fewer than the clip's "
                                      f"num_frames={num_frames}")
     windows = [annotated[start:start + num_frames] for start in range(len(annotated) - num_frames + 1)]
-    candidates = [(w, (1 - reverse_time_prob) / len(windows)) for w in windows] + [
-        (w[::-1], reverse_time_prob / len(windows)) for w in windows]
+    candidates = [(w, 1 - reverse_time_prob) for w in windows] + [(w[::-1], reverse_time_prob) for w in windows]
     candidates = [(frames, weight) for frames, weight in candidates if weight > 0]
+    weights = np.array([weight for _, weight in candidates])
     rng = np.random.default_rng(seed)
-    order = rng.choice(len(candidates), len(candidates), replace=False, p=[weight for _, weight in candidates])
+    order = rng.choice(len(candidates), len(candidates), replace=False, p=weights / weights.sum())
     for k in order:
         frames = candidates[k][0]
         visible = reader.objects(index, frames[0])

@@ -85,8 +85,9 @@ class VideoAugmentSpec:
         for name in ("hflip", "grayscale"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name}: a probability in [0, 1], got {getattr(self, name)}")
-        if self.degrees < 0 or self.shear < 0:
-            raise ValueError(f"degrees: degrees and shear must be ≥ 0, got {self.degrees}, {self.shear}")
+        for name in ("degrees", "shear"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be ≥ 0, got {getattr(self, name)}")
         if len(self.scale) != 2 or not 0 < self.scale[0] <= self.scale[1]:
             raise ValueError(f"scale: [min, max] with 0 < min ≤ max, got {self.scale}")
         if any(size < 1 for size in self.resize):
