@@ -1,1 +1,2 @@
-"""Datasets: on-disk format readers, the records they yield, augmentation, synthetic data, checks."""
+"""Datasets: on-disk format readers (images and videos), the records they yield, clip sampling, augmentation,
+synthetic data, checks, frame extraction."""
