@@ -69,28 +69,32 @@ class _Group:
         return step == 0 and self.kind == "click" and self.points is not None and self.points.shape[1] == 1
 
     def add_correction(self, low: Tensor, iou_pred: Tensor, prompts: Sam2PromptSpec) -> None:
-        """A click from the errors of the mask the model ranks best, and that mask's logits as the next mask input
-        (not detached, as the official trainer)."""
-        best = iou_pred.argmax(dim=1)[:, None, None, None].expand(-1, 1, *low.shape[-2:])
-        chosen = low.gather(1, best)
-        pred = F.interpolate(chosen.detach(), size=self.gt.shape[-2:], mode="bilinear", align_corners=False)[:, 0] > 0
-        from_gt = torch.rand(len(pred), device=pred.device) < prompts.prob_click_from_gt
-        pred = pred & ~from_gt[:, None, None]  # an empty prediction: the click comes from the ground truth
-        gt = self.gt if self.valid is None else self.gt & self.valid
-        point, label = next_click(gt, pred if self.valid is None else pred & self.valid, prompts.correction_click)
+        point, label, self.mask_input = correction_click(low, iou_pred, self.gt, self.valid, prompts)
         self.points = point if self.points is None else torch.cat((self.points, point), dim=1)
         self.labels = label if self.labels is None else torch.cat((self.labels, label), dim=1)
-        self.mask_input = chosen
 
 
-def _first_prompts(group: _Group, num_clicks: int, prompts: Sam2PromptSpec, low_size: tuple[int, int]) -> None:
-    """The group's step-0 prompts. An object whose mask is empty gets "not a point" tokens only (nothing to click;
-    its box would be degenerate), so its only training signal is "absent"."""
-    gt = group.gt
-    if group.kind == "mask":
-        group.mask_input = mask_prompt(gt, low_size)
-        return
-    if group.kind == "box":
+def correction_click(low: Tensor, iou_pred: Tensor, gt: Tensor, valid: Tensor | None,
+                     prompts: Sam2PromptSpec) -> tuple[Tensor, Tensor, Tensor]:
+    """One more click per object from the errors of the mask the model ranks best (or, with
+    ``prob_click_from_gt``, inside the ground truth) → point (n, 1, 2), label (n, 1), and that mask's low-res
+    logits (n, 1, h, w), the next step's mask input (not detached, as the official trainer)."""
+    best = iou_pred.argmax(dim=1)[:, None, None, None].expand(-1, 1, *low.shape[-2:])
+    chosen = low.gather(1, best)
+    pred = F.interpolate(chosen.detach(), size=gt.shape[-2:], mode="bilinear", align_corners=False)[:, 0] > 0
+    from_gt = torch.rand(len(pred), device=pred.device) < prompts.prob_click_from_gt
+    pred = pred & ~from_gt[:, None, None]  # an empty prediction: the click comes from the ground truth
+    if valid is not None:
+        gt, pred = gt & valid, pred & valid
+    point, label = next_click(gt, pred, prompts.correction_click)
+    return point, label, chosen
+
+
+def first_points(kind: str, gt: Tensor, num_clicks: int, prompts: Sam2PromptSpec) -> tuple[Tensor, Tensor]:
+    """Step-0 points (n, k, 2) and labels (n, k) of objects prompted by ``click`` or ``box``. An object whose mask
+    is empty gets "not a point" tokens only (nothing to click; its box would be degenerate), so its only training
+    signal is "absent"."""
+    if kind == "box":
         points, labels = box_to_points(noisy_boxes(gt, prompts.box_noise, prompts.box_noise_max))
     elif prompts.click_at == "center":
         points, labels = center_points(gt)
@@ -99,7 +103,7 @@ def _first_prompts(group: _Group, num_clicks: int, prompts: Sam2PromptSpec, low_
             points, labels = torch.cat((points, more_points), dim=1), torch.cat((labels, more_labels), dim=1)
     else:
         points, labels = sample_points_in_masks(gt, num_clicks)
-    group.points, group.labels = points, labels.masked_fill(~group.targets.present[:, None], NOT_A_POINT)
+    return points, labels.masked_fill(~gt.flatten(1).any(dim=1)[:, None], NOT_A_POINT)
 
 
 def _groups(gt: Tensor, image_index: Tensor | None, valid: Tensor | None, prompts: Sam2PromptSpec,
@@ -146,7 +150,10 @@ def prompt_and_score(model: Sam2Model, embeddings: list[Tensor], gt: Tensor, val
     groups = _groups(gt, image_index, valid, prompts, loss, low_size)
     num_clicks = int(torch.randint(1, prompts.max_points + 1, ()))  # a host draw, the same for every click object
     for group in groups:
-        _first_prompts(group, num_clicks, prompts, low_size)
+        if group.kind == "mask":
+            group.mask_input = mask_prompt(group.gt, low_size)
+        else:
+            group.points, group.labels = first_points(group.kind, group.gt, num_clicks, prompts)
     terms = []
     for step in range(prompts.num_correction_clicks + 1):
         for group in groups:
