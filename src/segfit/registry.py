@@ -10,7 +10,7 @@ import importlib
 from typing import Any
 
 FAMILIES: dict[str, tuple[str, str]] = {
-    "sam2": ("segfit.models.sam2.spec:Sam2Spec", "segfit.models.sam2.recipe:Sam2Recipe"),
+    "sam2": ("segfit.models.sam2.spec:Sam2Spec", "segfit.models.sam2.recipe:sam2_recipe"),
 }
 
 

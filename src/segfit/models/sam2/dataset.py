@@ -1,4 +1,4 @@
-"""Training samples for SAM 2: record → object subset → augmentation → model-resolution tensors."""
+"""Training samples for SAM 2: record (or clip) → object subset → augmentation → model-resolution tensors."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from segfit.data.records import ImageRecord
+from segfit.data.formats import VideoReader
+from segfit.data.records import DataError, ImageRecord
 from segfit.data.safe import SafeReader
-from segfit.data.transforms import augment, select_objects
+from segfit.data.sampling import sample_clip
+from segfit.data.transforms import augment, augment_clip, select_objects
 from segfit.models.sam2.preprocess import preprocess_image, resize_masks
 from segfit.spec.schema import DataSpec
 
@@ -65,5 +67,58 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "masks": torch.cat(masks),
         "image_index": torch.repeat_interleave(torch.arange(len(samples)), counts),
         "valid": None if fully_valid else torch.stack([s["valid"] for s in samples]),
+        "source": [s["source"] for s in samples],
+    }
+
+
+class Sam2ClipDataset(Dataset):
+    """Clips of videos for memory training. Items are ``(index, seed)``: the clip's frames, objects and augmentation
+    all come from the seed (exact resume). A video that cannot give a clip (``DataError``) is skipped for the next
+    one with ``data.on_error: skip``, and stops training otherwise."""
+
+    def __init__(self, reader: VideoReader, data: DataSpec, image_size: int):
+        self.reader = reader
+        self.data = data
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        index, seed = key
+        video = self.data.video
+        for offset in range(len(self.reader)):
+            try:
+                clip = sample_clip(self.reader, (index + offset) % len(self.reader), seed, video.num_frames,
+                                   video.max_num_objects, video.reverse_time_prob)
+                break
+            except DataError:
+                if self.data.on_error == "raise":
+                    raise
+        else:
+            raise RuntimeError(f"no usable training clip: none of the {len(self.reader)} videos gives one")
+        clip = augment_clip(clip, video.augment, seed + 1)
+        valid = None if clip.ignore is None else ~clip.ignore
+        return {
+            "frames": torch.stack([preprocess_image(frame, self.image_size) for frame in clip.frames]),
+            "masks": torch.stack([resize_masks(masks, self.image_size) for masks in clip.masks]),
+            "valid": None if valid is None else resize_masks(valid, self.image_size),
+            "source": clip.source,
+        }
+
+
+def collate_clips(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Frames ``(T, B, 3, S, S)``; the objects of all clips flattened into ``masks`` ``(T, N, S, S)`` with
+    ``clip_index`` (N,), each object's clip; ``valid`` ``(T, B, S, S)`` or None when no clip ignores pixels."""
+    counts = torch.tensor([s["masks"].shape[1] for s in samples])
+    valid = None
+    if any(s["valid"] is not None for s in samples):
+        valid = torch.stack([torch.ones_like(s["masks"][:, 0]) if s["valid"] is None else s["valid"] for s in samples],
+                            dim=1)
+    return {
+        "frames": torch.stack([s["frames"] for s in samples], dim=1),
+        "masks": torch.cat([s["masks"] for s in samples], dim=1),
+        "clip_index": torch.repeat_interleave(torch.arange(len(samples)), counts),
+        "valid": valid,
         "source": [s["source"] for s in samples],
     }

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from transformers import Sam2Model
 
-from segfit.data.formats import open_split
+from segfit.data.formats import VIDEO_FORMATS, open_split
 from segfit.data.safe import SafeReader
 from segfit.engine.recipe import ParamGroup
 from segfit.metrics.interactive import ClickMetrics, click_protocol
@@ -45,6 +45,9 @@ PART_PREFIXES = {
     "image_encoder": ("vision_encoder.", "no_memory_embedding", "mask_decoder.conv_s0.", "mask_decoder.conv_s1."),
     "prompt_encoder": ("prompt_encoder.", "shared_image_embedding."),
     "mask_decoder": ("mask_decoder.",),
+    "memory": ("memory_attention.", "memory_encoder.", "memory_temporal_positional_encoding", "mask_downsample.",
+               "object_pointer_proj.", "temporal_positional_encoding_projection_layer.", "no_object_pointer",
+               "no_memory_positional_encoding", "occlusion_spatial_embedding_parameter"),
 }
 
 COMPILE_OPTIONS: dict[str, Any] = {"dynamic": True}
@@ -68,7 +71,11 @@ class Sam2Recipe:
     # ---- model -------------------------------------------------------------------------------------------
     def build_model(self) -> Sam2Model:
         m = self.spec.model
-        model = build_sam2(m.size, m.version, m.image_size, checkpoint=m.checkpoint)
+        return self._prepared(build_sam2(m.size, m.version, m.image_size, checkpoint=m.checkpoint))
+
+    def _prepared(self, model: Sam2Model) -> Sam2Model:
+        """Adapters, frozen parts and activation checkpointing as ``model`` asks."""
+        m = self.spec.model
         add_lora(model, m.lora, m.trainable)  # before freezing: peft leaves only the adapters trainable
         for name, param in model.named_parameters():
             param.requires_grad_(part_of(name) in m.trainable or is_adapter(name))
@@ -193,3 +200,13 @@ def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def sam2_recipe(spec: Sam2Spec) -> Sam2Recipe:
+    """The recipe for ``spec``'s training data: clips of videos (``davis``, ``sav``) train the video model with
+    memory, anything else the image model."""
+    if spec.data.train.format in VIDEO_FORMATS:
+        from segfit.models.sam2.video_recipe import Sam2VideoRecipe  # imports the video model only when used
+
+        return Sam2VideoRecipe(spec)
+    return Sam2Recipe(spec)

@@ -18,7 +18,7 @@ from segfit.spec.schema import (
     TrainSpec,
 )
 
-Part = Literal["image_encoder", "prompt_encoder", "mask_decoder"]
+Part = Literal["image_encoder", "prompt_encoder", "mask_decoder", "memory"]
 
 
 @dataclass
@@ -46,8 +46,9 @@ class Sam2ModelSpec(ModelSpec):
     """SAM 2.0 (July 2024) or 2.1; the image models have the same shapes, only the video parts differ."""
     image_size: int = 1024
     """Square model input; images are stretched to it (as SAM 2 does), outputs mapped back to the original size."""
-    trainable: list[Part] = field(default_factory=lambda: ["prompt_encoder", "mask_decoder"])
-    """Parts that are fine-tuned; the rest is frozen. A frozen image encoder runs without gradients (much faster)."""
+    trainable: list[Part] = field(default_factory=lambda: ["prompt_encoder", "mask_decoder", "memory"])
+    """Parts that are fine-tuned; the rest is frozen. A frozen image encoder runs without gradients (much faster).
+    ``memory``: the video model's memory attention, memory encoder and object pointers (video training only)."""
     multimask_output: bool = True
     """Predict 3 masks for single-click prompts and train the best one (as the official trainer)."""
     lora: Sam2LoraSpec = field(default_factory=Sam2LoraSpec)
@@ -163,11 +164,33 @@ class Sam2CacheSpec:
 
 
 @dataclass
+class Sam2VideoTrainSpec:
+    """Clip episodes: video training (``data.train.format: davis`` or ``sav``); image training does not read it."""
+
+    prompts: Sam2PromptSpec = field(
+        default_factory=lambda: Sam2PromptSpec(prob_click=0.25, prob_box=0.25, prob_mask=0.5))
+    """Prompts of the initial conditioning frames, one kind per batch (official video: click 0.25, box 0.25, mask
+    0.5), and the correction clicks; ``max_points`` and ``click_at`` apply to images only (one random click)."""
+    num_init_cond_frames: int = 2
+    """The first frame plus up to this many − 1 random others are prompted (1 to this many, drawn per batch;
+    official 2)."""
+    num_frames_to_correct: int = 2
+    """Frames that get correction clicks (clicks and boxes only): the initial ones plus random others, up to this
+    many (official 2); a corrected frame becomes a conditioning frame."""
+
+    def __post_init__(self) -> None:
+        for name in ("num_init_cond_frames", "num_frames_to_correct"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
+
+
+@dataclass
 class Sam2TrainSpec(TrainSpec):
     optim: Sam2OptimSpec = field(default_factory=Sam2OptimSpec)
     embedding_cache: Sam2CacheSpec = field(default_factory=Sam2CacheSpec)
     prompts: Sam2PromptSpec = field(default_factory=Sam2PromptSpec)
     loss: Sam2LossSpec = field(default_factory=Sam2LossSpec)
+    video: Sam2VideoTrainSpec = field(default_factory=Sam2VideoTrainSpec)
 
 
 @dataclass

@@ -41,11 +41,12 @@ def plan_frames(num_frames: int, kind: str, num_init_cond_frames: int,
     return init, init + sorted(others[num_init - 1 : num_correct - 1])
 
 
-def clip_episode(model: Sam2VideoModel, features: ClipFeatures, gt: Tensor, clip_index: Tensor,
+def clip_episode(model: Sam2VideoModel, features: ClipFeatures, gt: Tensor, clip_index: Tensor, valid: Tensor | None,
                  prompts: Sam2PromptSpec, loss: Sam2LossSpec, num_init_cond_frames: int = 2,
                  num_frames_to_correct: int = 2) -> dict[str, Tensor]:
     """Loss terms of one episode: ``gt`` (T, N, S, S) bool, the masks of N objects in T frames at the model
-    resolution; ``clip_index`` (N,) each object's clip in ``features``.
+    resolution; ``clip_index`` (N,) each object's clip in ``features``; ``valid`` (T, B, S, S) bool, False on
+    ignored pixels (None: nothing ignored).
 
     Returns ``loss_mask``, ``loss_dice``, ``loss_iou``, ``loss_class`` (summed over frames and steps, divided by
     N), their weighted sum ``loss``, and ``iou``: the mean IoU of present objects at each frame's last step."""
@@ -56,8 +57,9 @@ def clip_episode(model: Sam2VideoModel, features: ClipFeatures, gt: Tensor, clip
     low_size = tuple(features.high_res[0][0].shape[-2:])
     memory, terms, last_terms = Memory(), [], []
     for frame in init + [t for t in range(num_frames) if t not in init]:
-        targets = MaskTargets(gt[frame], None, low_size, loss.resolution, loss.num_points, loss.oversample_ratio,
-                              loss.importance_sample_ratio)
+        frame_valid = None if valid is None else valid[frame][clip_index]
+        targets = MaskTargets(gt[frame], frame_valid, low_size, loss.resolution, loss.num_points,
+                              loss.oversample_ratio, loss.importance_sample_ratio)
         frame_prompts = None
         if frame in init:
             frame_prompts = (FramePrompts(masks=gt[frame]) if kind == "mask"
@@ -66,7 +68,7 @@ def clip_episode(model: Sam2VideoModel, features: ClipFeatures, gt: Tensor, clip
         terms.append(_terms(out, targets, weights, loss))
         if frame in to_correct:
             for _ in range(prompts.num_correction_clicks):
-                frame_prompts = _with_correction(frame_prompts, out, gt[frame], prompts)
+                frame_prompts = _with_correction(frame_prompts, out, gt[frame], frame_valid, prompts)
                 out = track_frame(model, features, frame, clip_index, memory, num_frames, frame_prompts,
                                   conditioned=out.conditioned)
                 terms.append(_terms(out, targets, weights, loss))
@@ -75,10 +77,10 @@ def clip_episode(model: Sam2VideoModel, features: ClipFeatures, gt: Tensor, clip
     return {**total_losses(terms, gt.shape[1], weights), "iou": mean_iou(last_terms)}
 
 
-def _with_correction(prompts: FramePrompts | None, out: FrameOutput, gt: Tensor,
+def _with_correction(prompts: FramePrompts | None, out: FrameOutput, gt: Tensor, valid: Tensor | None,
                      spec: Sam2PromptSpec) -> FramePrompts:
     """The frame's prompts plus one correction click per object, and the chosen mask as the next mask input."""
-    point, label, mask_input = correction_click(out.multimasks, out.ious, gt, None, spec)
+    point, label, mask_input = correction_click(out.multimasks, out.ious, gt, valid, spec)
     if prompts is None or prompts.points is None:
         return FramePrompts(point, label, mask_input=mask_input)
     return FramePrompts(torch.cat((prompts.points, point), dim=1), torch.cat((prompts.labels, label), dim=1),
