@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
-from transformers import Sam2Model
+from transformers import Sam2Model, Sam2VideoModel
 
-from segfit.models.sam2.build import SIZES, build_sam2
+from segfit.models.sam2.build import SIZES, build_sam2, build_sam2_video
 from segfit.models.sam2.convert import (
+    HF_VIDEO_ONLY,
     OFFICIAL_VIDEO_ONLY,
     RULES,
     convert_checkpoint,
@@ -20,6 +22,34 @@ from segfit.models.sam2.convert import (
     official_to_hf,
 )
 from segfit.models.sam2.weights import load_sam2_weights, read_state_dict, save_hf_dir, save_official_pt
+
+VIDEO_RENAMES = {
+    "memory_attention.norm.bias": "memory_attention.layer_norm.bias",
+    "memory_attention.layers.1.norm3.weight": "memory_attention.layers.1.layer_norm3.weight",
+    "memory_attention.layers.0.cross_attn_image.out_proj.weight": "memory_attention.layers.0.cross_attn_image.o_proj.weight",
+    "memory_attention.layers.0.cross_attn_image.k_proj.bias": "memory_attention.layers.0.cross_attn_image.k_proj.bias",
+    "memory_attention.layers.1.linear2.weight": "memory_attention.layers.1.linear2.weight",
+    "memory_encoder.mask_downsampler.encoder.0.weight": "memory_encoder.mask_downsampler.layers.0.conv.weight",
+    "memory_encoder.mask_downsampler.encoder.4.bias": "memory_encoder.mask_downsampler.layers.1.layer_norm.bias",
+    "memory_encoder.mask_downsampler.encoder.9.weight": "memory_encoder.mask_downsampler.layers.3.conv.weight",
+    "memory_encoder.mask_downsampler.encoder.12.bias": "memory_encoder.mask_downsampler.final_conv.bias",
+    "memory_encoder.pix_feat_proj.weight": "memory_encoder.feature_projection.weight",
+    "memory_encoder.fuser.layers.1.dwconv.bias": "memory_encoder.memory_fuser.layers.1.depthwise_conv.bias",
+    "memory_encoder.fuser.layers.0.pwconv2.weight": "memory_encoder.memory_fuser.layers.0.pointwise_conv2.weight",
+    "memory_encoder.fuser.layers.0.norm.weight": "memory_encoder.memory_fuser.layers.0.layer_norm.weight",
+    "memory_encoder.fuser.layers.1.gamma": "memory_encoder.memory_fuser.layers.1.scale",
+    "memory_encoder.out_proj.bias": "memory_encoder.projection.bias",
+    "obj_ptr_proj.layers.0.weight": "object_pointer_proj.proj_in.weight",
+    "obj_ptr_proj.layers.1.bias": "object_pointer_proj.layers.0.bias",
+    "obj_ptr_proj.layers.2.weight": "object_pointer_proj.proj_out.weight",
+    "obj_ptr_tpos_proj.bias": "temporal_positional_encoding_projection_layer.bias",
+    "maskmem_tpos_enc": "memory_temporal_positional_encoding",
+    "no_mem_pos_enc": "no_memory_positional_encoding",
+    "no_obj_ptr": "no_object_pointer",
+    "no_obj_embed_spatial": "occlusion_spatial_embedding_parameter",
+    "mask_downsample.weight": "mask_downsample.weight",
+}
+"""Official → HF names of the video modules (probe rules 10–13), written out by hand from the two models' keys."""
 
 
 def perturbed(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
@@ -31,12 +61,21 @@ def perturbed(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
     return model
 
 
-@pytest.fixture(scope="module")
-def test_model() -> Sam2Model:
-    model = perturbed(build_sam2("test", image_size=256))
+def perturbed_sam2(model: Sam2Model | Sam2VideoModel) -> Sam2Model | Sam2VideoModel:
+    model = perturbed(model)
     with torch.no_grad():  # perturbing touched the two Fourier copies differently; keep them one matrix
         model.shared_image_embedding.positional_embedding.copy_(model.prompt_encoder.shared_embedding.positional_embedding)
     return model
+
+
+@pytest.fixture(scope="module")
+def test_model() -> Sam2Model:
+    return perturbed_sam2(build_sam2("test", image_size=256))
+
+
+@pytest.fixture(scope="module", params=["2.0", "2.1"])
+def test_video_model(request) -> Sam2VideoModel:
+    return perturbed_sam2(build_sam2_video("test", request.param, image_size=256))
 
 
 def assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
@@ -73,6 +112,26 @@ def test_fourier_matrix_is_copied_and_checked():
     hf["shared_image_embedding.positional_embedding"] += 1
     with pytest.raises(ValueError, match="one Fourier matrix"):
         hf_to_official(hf)
+
+
+@pytest.mark.parametrize(("official", "hf"), list(VIDEO_RENAMES.items()))
+def test_video_key_table(official, hf):
+    tensor = torch.randn(3)
+    assert official_to_hf({official: tensor}, video=True) == {hf: tensor}
+    assert hf_to_official({hf: tensor}) == {official: tensor}
+    assert official_to_hf({official: tensor}) == {}  # the image model has no place for it
+
+
+def test_video_key_table_covers_the_video_model(test_video_model):
+    """Every tensor of a video model survives HF → official → HF, renamed only; the official side is complete."""
+    state = test_video_model.state_dict()
+    official = hf_to_official(state)
+    assert {k for k in official if OFFICIAL_VIDEO_ONLY.fullmatch(k)} == {
+        hf_to_official({k: torch.zeros(1)}).popitem()[0] for k in state if HF_VIDEO_ONLY.fullmatch(k)
+    }
+    assert len(official) == len(state) - 1 + 3  # one Fourier matrix instead of two; four point rows instead of one
+    assert_same_state(official_to_hf(official, video=True), state)
+    assert all(official[hf_to_official({k: v}).popitem()[0]] is v for k, v in state.items() if HF_VIDEO_ONLY.fullmatch(k))
 
 
 def test_video_keys_are_dropped_and_unknown_keys_rejected():
@@ -156,7 +215,54 @@ def test_version_mismatch_is_named(test_model, tmp_path):
         build_sam2("test", "2.1", image_size=256, checkpoint=path)
     model = build_sam2("test", "2.0", image_size=256, checkpoint=path)
     assert_same_state(model.state_dict(), test_model.state_dict())
-    assert Sam2Model.from_pretrained(convert_checkpoint(path, tmp_path / "hf")).config.sam2_version == "2.0"
+
+
+# --- the video model: every loader, strictly, and conversion of complete checkpoints ---
+
+
+def test_video_model_loads_every_kind(test_video_model, tmp_path):
+    version = test_video_model.config.sam2_version
+    hf_dir = save_hf_dir(test_video_model, tmp_path / "hf")
+    official_pt = save_official_pt(test_video_model, tmp_path / "official.pt")
+    stored = torch.load(official_pt, map_location="cpu", weights_only=True)["model"]
+    assert_same_state(stored, hf_to_official(test_video_model.state_dict()))
+    assert ("no_obj_embed_spatial" in stored) == (version == "2.1")
+    torch.save({f"module.{k}": v for k, v in stored.items()}, tmp_path / "ddp.pth")
+    for path in (hf_dir, hf_dir / "model.safetensors", official_pt, tmp_path / "ddp.pth"):
+        model = build_sam2_video("test", version, image_size=256, checkpoint=path)
+        assert_same_state(model.state_dict(), test_video_model.state_dict())
+        assert model.starting_checkpoint == path
+    reloaded = Sam2VideoModel.from_pretrained(hf_dir)
+    assert_same_state(reloaded.state_dict(), test_video_model.state_dict())
+    assert (reloaded.config.sam2_size, reloaded.config.sam2_version) == ("test", version)
+
+
+def test_convert_complete_checkpoint_both_directions(test_video_model, tmp_path):
+    """A file with video tensors converts through a Sam2VideoModel: nothing is dropped either way."""
+    official_pt = save_official_pt(test_video_model, tmp_path / "official.pt")
+    hf_dir = convert_checkpoint(official_pt, tmp_path / "hf")
+    assert json.loads((hf_dir / "config.json").read_text())["model_type"] == "sam2_video"
+    reloaded = Sam2VideoModel.from_pretrained(hf_dir)
+    assert_same_state(reloaded.state_dict(), test_video_model.state_dict())
+    assert reloaded.config.sam2_version == test_video_model.config.sam2_version
+    back = convert_checkpoint(hf_dir, tmp_path / "back.pt")
+    assert_same_state(read_state_dict(back), read_state_dict(official_pt))
+
+
+def test_video_version_mismatch_is_named(test_video_model, tmp_path):
+    version = test_video_model.config.sam2_version
+    other = "2.0" if version == "2.1" else "2.1"
+    path = save_official_pt(test_video_model, tmp_path / "video.pt")
+    with pytest.raises(ValueError, match=rf"video\.pt: this is a SAM {version} checkpoint .* set model\.version: {version}"):
+        build_sam2_video("test", other, image_size=256, checkpoint=path)
+
+
+def test_image_checkpoint_into_video_model_is_named(test_video_model, tmp_path):
+    """An image-only file (same widths: the video model's image part) lacks the memory modules."""
+    image_only = {k: v for k, v in hf_to_official(test_video_model.state_dict()).items() if not OFFICIAL_VIDEO_ONLY.fullmatch(k)}
+    torch.save({"model": image_only}, tmp_path / "image.pt")
+    with pytest.raises(ValueError, match=r"image\.pt: holds no video-memory tensors .* a video model needs the complete model"):
+        build_sam2_video("test", test_video_model.config.sam2_version, image_size=256, checkpoint=tmp_path / "image.pt")
 
 
 # --- load errors: each names the file, and the key or the likely cause ---
@@ -240,22 +346,34 @@ def test_shape_mismatch_names_key_and_shapes(test_model, tmp_path):
 
 @pytest.mark.reference
 @pytest.mark.slow
-def test_official_round_trip_on_reference_state_dict(tmp_path):
-    """official → HF → official is the identity on every image tensor of a reference-built model."""
+@pytest.mark.parametrize("version", ["2.0", "2.1"])
+def test_official_round_trip_on_reference_state_dict(version, tmp_path):
+    """official → HF video model (strict) → official is the identity on every tensor of a reference-built model;
+    official → HF image model → official on every image tensor."""
     pytest.importorskip("sam2")
     from sam2.build_sam import build_sam2 as build_reference
 
-    reference = perturbed(build_reference("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=None, device="cpu"))
+    yaml = "configs/sam2/sam2_hiera_t.yaml" if version == "2.0" else "configs/sam2.1/sam2.1_hiera_t.yaml"
+    reference = perturbed(build_reference(yaml, ckpt_path=None, device="cpu"))
     state = reference.state_dict()
     image_state = {k: v for k, v in state.items() if not OFFICIAL_VIDEO_ONLY.fullmatch(k)}
     assert_same_state(hf_to_official(official_to_hf(state)), image_state)
+    assert_same_state(hf_to_official(official_to_hf(state, video=True)), state)
 
-    torch.save({"model": state}, tmp_path / "sam2.1_hiera_tiny.pt")
-    hf_dir = convert_checkpoint(tmp_path / "sam2.1_hiera_tiny.pt", tmp_path / "hf")
-    hf_model = Sam2Model.from_pretrained(hf_dir)
-    assert_same_state(hf_model.state_dict(), official_to_hf(state))
+    name = "sam2_hiera_tiny.pt" if version == "2.0" else "sam2.1_hiera_tiny.pt"
+    torch.save({"model": state}, tmp_path / name)
+    video_model = build_sam2_video("tiny", version, checkpoint=tmp_path / name)
+    assert_same_state(video_model.state_dict(), official_to_hf(state, video=True))
+    exported = read_state_dict(save_official_pt(video_model, tmp_path / "exported.pt"))
+    assert_same_state(exported, state)
+    reference.load_state_dict(exported, strict=True)
 
-    exported = torch.load(convert_checkpoint(hf_dir, tmp_path / "back.pt"), map_location="cpu", weights_only=True)["model"]
-    result = reference.load_state_dict(exported, strict=False)
+    hf_dir = convert_checkpoint(tmp_path / name, tmp_path / "hf")
+    assert_same_state(Sam2VideoModel.from_pretrained(hf_dir).state_dict(), official_to_hf(state, video=True))
+    assert_same_state(Sam2Model.from_pretrained(hf_dir).state_dict(), official_to_hf(state))
+    assert_same_state(read_state_dict(convert_checkpoint(hf_dir, tmp_path / "back.pt")), state)
+
+    image_only = read_state_dict(save_official_pt(build_sam2("tiny", version, checkpoint=tmp_path / name), tmp_path / "image.pt"))
+    result = reference.load_state_dict(image_only, strict=False)
     assert not result.unexpected_keys
     assert sorted(result.missing_keys) == sorted(k for k in state if OFFICIAL_VIDEO_ONLY.fullmatch(k))

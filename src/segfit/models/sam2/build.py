@@ -1,11 +1,14 @@
-"""SAM 2 image models (``transformers.Sam2Model``) in the official sizes, at any input resolution.
+"""SAM 2 image models (``transformers.Sam2Model``) and video models (``Sam2VideoModel``) in the official sizes.
 
 The shapes reproduce the official ``configs/sam2*/sam2*_hiera_{t,s,b+,l}.yaml``: the sizes differ only in the
-Hiera trunk; the FPN neck, prompt encoder and mask decoder are the same everywhere. SAM 2.0 and 2.1 differ
-only in video-memory parts (``no_obj_embed_spatial`` and the object-pointer temporal encoding), which
-``Sam2Model`` does not have, so both versions give identical image models; the version is kept in the config
+Hiera trunk; the FPN neck, prompt encoder, mask decoder and the video-memory modules are the same everywhere.
+SAM 2.0 and 2.1 differ only in video-memory parts (2.1 adds ``no_obj_embed_spatial`` and a projected temporal
+encoding of the object pointers), so both versions give identical image models; the version is kept in the config
 (``sam2_version``) so exports and messages can name it. ``test`` is a deliberately tiny variant with the same
-code paths (windowed + global attention, q-pooling, FPN, two-way decoder) for fast CPU tests.
+code paths (windowed + global attention, q-pooling, FPN, two-way decoder, memory attention) for fast CPU tests.
+
+Both models come from one set of sub-configs (``_sub_configs``): the video model is the image model plus memory
+attention, memory encoder and object pointers, at any multiple-of-32 resolution.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from transformers import (
     Sam2MaskDecoderConfig,
     Sam2Model,
     Sam2PromptEncoderConfig,
+    Sam2VideoConfig,
+    Sam2VideoModel,
     Sam2VisionConfig,
 )
 
@@ -85,9 +90,60 @@ HEAD_DIMS: dict[str, dict] = {
 }
 """Neck / prompt encoder / mask decoder widths: one set for every official size, a small one for ``test``."""
 
+VIDEO_TEST_HEAD_DIMS = dict(hidden_size=128, mlp_dim=128, num_attention_heads=2, iou_head_hidden_dim=32)
+"""``test`` heads of the video model: 128 wide, not 32, so a ``test`` image checkpoint does not fit the ``test`` video
+model. transformers' memory attention reads 64-channel memories (``kv_in_dim=64`` is fixed) and object pointers
+are cut into 64-channel tokens; only that cut works (with 64-wide heads the uncut pointers keep an extra dimension
+and ``torch.cat`` fails), so the heads must be a multiple of 64 above 64, as the official 256 is."""
+
+MEMORY_DIMS: dict[str, dict] = {
+    "test": dict(memory_attention_num_layers=2, memory_attention_feed_forward_hidden_size=128, memory_fuser_intermediate_dim=256),
+    "official": dict(memory_attention_num_layers=4, memory_attention_feed_forward_hidden_size=2048, memory_fuser_intermediate_dim=1024),
+}
+"""Depth and inner widths of the memory modules; the official values are the yaml's (and ``Sam2VideoConfig``'s)."""
+
+MEMORY_CHANNELS = 64
+"""Channels of the stored memories (official ``memory_encoder.out_dim``; fixed by transformers' memory attention)."""
+
 
 def sam2_config(size: str, version: str = "2.1", image_size: int = 1024) -> Sam2Config:
     """The ``Sam2Config`` of an official size (or ``test``) at a square input of ``image_size`` pixels."""
+    heads = HEAD_DIMS["test" if size == "test" else "official"]
+    return Sam2Config(**_sub_configs(size, version, image_size, heads), sam2_size=size, sam2_version=version)
+
+
+def sam2_video_config(size: str, version: str = "2.1", image_size: int = 1024) -> Sam2VideoConfig:
+    """The ``Sam2VideoConfig`` of an official size (or ``test``): the image model's sub-configs plus the memory modules.
+
+    SAM 2.0 has neither the occlusion embedding nor the temporal encoding of object pointers (its yaml sets
+    ``add_tpos_enc_to_obj_ptrs: false`` and omits ``no_obj_embed_spatial``); every other video setting is the
+    same in both versions and equals ``Sam2VideoConfig``'s defaults. The memory attention's RoPE grid is the
+    stride-16 feature grid, so it follows ``image_size``.
+    """
+    heads = VIDEO_TEST_HEAD_DIMS if size == "test" else HEAD_DIMS["official"]
+    width = heads["hidden_size"]
+    return Sam2VideoConfig(
+        **_sub_configs(size, version, image_size, heads),
+        image_size=image_size,
+        memory_attention_rope_feat_sizes=[image_size // 16] * 2,
+        enable_occlusion_spatial_embedding=version == "2.1",
+        enable_temporal_pos_encoding_for_object_pointers=version == "2.1",
+        memory_attention_hidden_size=width,
+        memory_encoder_hidden_size=width,
+        mask_downsampler_embed_dim=width,
+        memory_fuser_embed_dim=width,
+        memory_encoder_output_channels=MEMORY_CHANNELS,
+        **MEMORY_DIMS["test" if size == "test" else "official"],
+        sam2_size=size,
+        sam2_version=version,
+    )
+
+
+def _sub_configs(size: str, version: str, image_size: int, heads: dict) -> dict:
+    """Vision, prompt-encoder and mask-decoder configs shared by the image and the video model.
+
+    The prompt encoder and mask decoder go as plain dicts: each model turns them into its own config class.
+    """
     _check_choice("model.size", size, SIZES)
     _check_choice("model.version", version, VERSIONS)
     if image_size < 256 or image_size % 32:
@@ -95,41 +151,48 @@ def sam2_config(size: str, version: str = "2.1", image_size: int = 1024) -> Sam2
             f"model.image_size must be a multiple of 32 and at least 256, got {image_size}: the Hiera trunk has a "
             "stride-32 stage whose features the FPN upsamples ×2 and adds to the stride-16 ones"
         )
-    dims = HEAD_DIMS["test" if size == "test" else "official"]
     hiera = Sam2HieraDetConfig(image_size=[image_size, image_size], **HIERA[size])
     vision = Sam2VisionConfig(
         backbone_config=hiera,
         backbone_channel_list=list(reversed(hiera.embed_dim_per_stage)),
         backbone_feature_sizes=[[image_size // stride] * 2 for stride in (4, 8, 16)],
-        fpn_hidden_size=dims["hidden_size"],
+        fpn_hidden_size=heads["hidden_size"],
     )
-    prompt = Sam2PromptEncoderConfig(hidden_size=dims["hidden_size"], image_size=image_size, patch_size=16)
-    decoder = Sam2MaskDecoderConfig(**dims)
-    return Sam2Config(
-        vision_config=vision,
-        prompt_encoder_config=prompt,
-        mask_decoder_config=decoder,
-        sam2_size=size,
-        sam2_version=version,
-    )
+    prompt = dict(hidden_size=heads["hidden_size"], image_size=image_size, patch_size=16)
+    return dict(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=dict(heads))
 
 
 def build_sam2(
     size: str, version: str = "2.1", image_size: int = 1024, checkpoint: str | Path | None = None
 ) -> Sam2Model:
-    """A ``Sam2Model`` with random weights, or with ``checkpoint`` (any kind ``load_sam2_weights`` reads)."""
+    """A ``Sam2Model`` with random weights, or with ``checkpoint`` (any kind ``load_sam2_weights`` reads).
+
+    Video tensors in ``checkpoint`` are skipped. The model remembers ``checkpoint`` as ``starting_checkpoint``:
+    the official export takes the video modules from it (see ``segfit.models.sam2.export``).
+    """
+    return _build(Sam2Model(sam2_config(size, version, image_size)), checkpoint)
+
+
+def build_sam2_video(
+    size: str, version: str = "2.1", image_size: int = 1024, checkpoint: str | Path | None = None
+) -> Sam2VideoModel:
+    """A ``Sam2VideoModel`` with random weights, or with a complete ``checkpoint`` (image and video tensors)."""
+    return _build(Sam2VideoModel(sam2_video_config(size, version, image_size)), checkpoint)
+
+
+def _build(model, checkpoint: str | Path | None):
     # weights → convert → this module (for the size table), so weights is imported at use.
     from segfit.models.sam2.weights import load_sam2_weights
 
-    model = Sam2Model(sam2_config(size, version, image_size))
     if checkpoint is None:
         share_fourier_matrix(model)
     else:
         load_sam2_weights(model, checkpoint)
+    model.starting_checkpoint = None if checkpoint is None else Path(checkpoint)
     return model
 
 
-def share_fourier_matrix(model: Sam2Model) -> None:
+def share_fourier_matrix(model: Sam2Model | Sam2VideoModel) -> None:
     """Give both copies of the prompt/image positional-encoding matrix the same values.
 
     The reference has one matrix used for prompts and for the image grid; ``Sam2Model`` holds two buffers

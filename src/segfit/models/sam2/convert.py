@@ -1,10 +1,10 @@
-"""Official SAM 2 state dicts ⇄ Hugging Face ``Sam2Model`` state dicts, and whole checkpoint conversion.
+"""Official SAM 2 state dicts ⇄ Hugging Face ``Sam2Model`` / ``Sam2VideoModel`` state dicts, and checkpoint conversion.
 
 The mapping is pure renaming, written once as a table of ``(official, hf)`` key templates and used in both
 directions, plus two tensor operations: the four official ``point_embeddings`` rows are stacked into HF's
 ``point_embed``, and the single official Fourier matrix is held twice by HF (prompt encoder and image grid).
-Video-only tensors (memory attention/encoder, object pointers) have no place in ``Sam2Model`` and are dropped,
-so an image model exported back to the official layout lacks them.
+The table covers the whole official model: image path and video-memory modules. Video-only tensors (memory
+attention/encoder, object pointers) have no place in ``Sam2Model`` and are dropped when converting for it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from segfit.models.sam2.build import HIERA, build_sam2
+from segfit.models.sam2.build import HIERA, build_sam2, build_sam2_video
 
 Tensor = torch.Tensor
 
@@ -56,6 +56,36 @@ RULES: tuple[tuple[str, str], ...] = (
     ("sam_mask_decoder.{head}.layers.1.{p}", "mask_decoder.{head}.layers.0.{p}"),
     ("sam_mask_decoder.{head}.layers.2.{p}", "mask_decoder.{head}.proj_out.{p}"),
     ("sam_mask_decoder.{rest}", "mask_decoder.{rest}"),
+    # --- video model only ---
+    # memory attention (q/k/v_proj, linear1/2 keep their names)
+    ("memory_attention.norm.{p}", "memory_attention.layer_norm.{p}"),
+    ("memory_attention.layers.{i}.norm{i}.{p}", "memory_attention.layers.{i}.layer_norm{i}.{p}"),
+    ("memory_attention.{rest}.out_proj.{p}", "memory_attention.{rest}.o_proj.{p}"),
+    ("memory_attention.{rest}", "memory_attention.{rest}"),
+    # memory encoder: mask downsampler (official Sequential: conv, norm, GELU per stride-2 step; 1×1 conv last), fuser
+    *(
+        (f"memory_encoder.mask_downsampler.encoder.{3 * k + offset}.{{p}}", f"memory_encoder.mask_downsampler.layers.{k}.{name}.{{p}}")
+        for k in range(4)
+        for offset, name in ((0, "conv"), (1, "layer_norm"))
+    ),
+    ("memory_encoder.mask_downsampler.encoder.12.{p}", "memory_encoder.mask_downsampler.final_conv.{p}"),
+    ("memory_encoder.pix_feat_proj.{p}", "memory_encoder.feature_projection.{p}"),
+    ("memory_encoder.fuser.layers.{i}.dwconv.{p}", "memory_encoder.memory_fuser.layers.{i}.depthwise_conv.{p}"),
+    ("memory_encoder.fuser.layers.{i}.pwconv1.{p}", "memory_encoder.memory_fuser.layers.{i}.pointwise_conv1.{p}"),
+    ("memory_encoder.fuser.layers.{i}.pwconv2.{p}", "memory_encoder.memory_fuser.layers.{i}.pointwise_conv2.{p}"),
+    ("memory_encoder.fuser.layers.{i}.norm.{p}", "memory_encoder.memory_fuser.layers.{i}.layer_norm.{p}"),
+    ("memory_encoder.fuser.layers.{i}.gamma", "memory_encoder.memory_fuser.layers.{i}.scale"),
+    ("memory_encoder.out_proj.{p}", "memory_encoder.projection.{p}"),
+    # object pointers (three-layer MLP as the decoder heads), memory positional encodings, occlusion embedding
+    ("obj_ptr_proj.layers.0.{p}", "object_pointer_proj.proj_in.{p}"),
+    ("obj_ptr_proj.layers.1.{p}", "object_pointer_proj.layers.0.{p}"),
+    ("obj_ptr_proj.layers.2.{p}", "object_pointer_proj.proj_out.{p}"),
+    ("obj_ptr_tpos_proj.{p}", "temporal_positional_encoding_projection_layer.{p}"),
+    ("maskmem_tpos_enc", "memory_temporal_positional_encoding"),
+    ("no_mem_pos_enc", "no_memory_positional_encoding"),
+    ("no_obj_ptr", "no_object_pointer"),
+    ("no_obj_embed_spatial", "occlusion_spatial_embedding_parameter"),
+    ("mask_downsample.{p}", "mask_downsample.{p}"),
 )
 """Official key template → HF key template; the first rule whose template matches the whole key applies."""
 
@@ -114,14 +144,18 @@ def _rename(key: str, rules: list[tuple[re.Pattern[str], str]], layout: str) -> 
         match = pattern.fullmatch(key)
         if match:
             return output.format(*match.groups())
-    raise KeyError(f"{key!r} is not a SAM 2 image-model key of the {layout} layout")
+    raise KeyError(f"{key!r} is not a SAM 2 key of the {layout} layout")
 
 
-def official_to_hf(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Official (``SAM2Base``) state dict → ``Sam2Model`` state dict; video-only tensors are dropped."""
-    image_keys = {k: v for k, v in state_dict.items() if not OFFICIAL_VIDEO_ONLY.fullmatch(k)}
-    point_rows = {int(m.group(1)): image_keys.pop(k) for k in list(image_keys) if (m := POINT_EMBEDDINGS.fullmatch(k))}
-    converted = {_rename(k, _TO_HF, "official"): v for k, v in image_keys.items()}
+def official_to_hf(state_dict: dict[str, Tensor], video: bool = False) -> dict[str, Tensor]:
+    """Official (``SAM2Base``) state dict → ``Sam2Model`` state dict, or ``Sam2VideoModel`` one with ``video``.
+
+    Without ``video`` the video-only tensors are dropped; with it they are renamed too.
+    """
+    kept = state_dict if video else {k: v for k, v in state_dict.items() if not OFFICIAL_VIDEO_ONLY.fullmatch(k)}
+    kept = dict(kept)
+    point_rows = {int(m.group(1)): kept.pop(k) for k in list(kept) if (m := POINT_EMBEDDINGS.fullmatch(k))}
+    converted = {_rename(k, _TO_HF, "official"): v for k, v in kept.items()}
     if point_rows:
         if sorted(point_rows) != list(range(len(point_rows))):
             raise KeyError(f"point_embeddings rows {sorted(point_rows)} are not numbered 0..{len(point_rows) - 1}")
@@ -132,25 +166,31 @@ def official_to_hf(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def hf_to_official(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
-    """``Sam2Model`` (or ``Sam2VideoModel``) state dict → official image-model keys.
+    """``Sam2Model`` or ``Sam2VideoModel`` state dict → official keys, every tensor given (video ones included).
 
-    The result has every tensor of the official image path and none of the memory modules, so the reference
-    ``build_sam2`` (which loads strictly) refuses it; load it with ``model.load_state_dict(sd, strict=False)``
-    and the ``missing_keys`` are exactly the video-only ones.
+    From a ``Sam2VideoModel`` the result is the complete official model, which the reference ``build_sam2``
+    loads strictly. From a ``Sam2Model`` it is the image path only: load it with ``strict=False``, and the
+    ``missing_keys`` are exactly the video-only ones (``segfit.models.sam2.export`` writes complete files).
     """
-    image_keys = {k: v for k, v in state_dict.items() if not HF_VIDEO_ONLY.fullmatch(k)}
-    image_fourier = image_keys.pop(HF_IMAGE_FOURIER, None)
-    prompt_fourier = image_keys.get(HF_PROMPT_FOURIER)
+    converted = dict(state_dict)
+    image_fourier = converted.pop(HF_IMAGE_FOURIER, None)
+    prompt_fourier = converted.get(HF_PROMPT_FOURIER)
     if image_fourier is not None and prompt_fourier is not None and not torch.equal(image_fourier, prompt_fourier):
         raise ValueError(
             f"{HF_IMAGE_FOURIER} differs from {HF_PROMPT_FOURIER}: the official model has one Fourier matrix for both"
         )
-    point_embed = image_keys.pop(HF_POINT_EMBED, None)
-    converted = {_rename(k, _TO_OFFICIAL, "Hugging Face"): v for k, v in image_keys.items()}
+    point_embed = converted.pop(HF_POINT_EMBED, None)
+    converted = {_rename(k, _TO_OFFICIAL, "Hugging Face"): v for k, v in converted.items()}
     if point_embed is not None:
         for row in range(point_embed.shape[0]):
             converted[f"sam_prompt_encoder.point_embeddings.{row}.weight"] = point_embed[row : row + 1].clone()
     return converted
+
+
+def video_tensors(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The video-only tensors of a state dict in either layout, keys as given."""
+    video = OFFICIAL_VIDEO_ONLY if is_official_layout(state_dict) else HF_VIDEO_ONLY
+    return {k: v for k, v in state_dict.items() if video.fullmatch(k)}
 
 
 def is_official_layout(state_dict: dict[str, Tensor]) -> bool:
@@ -190,15 +230,15 @@ def checkpoint_version(state_dict: dict[str, Tensor]) -> str | None:
     """``2.1`` or ``2.0`` when the video tensors tell (2.1 added ``no_obj_embed_spatial``), None for image-only weights."""
     if any(k in state_dict for k in VERSION_2_1_KEYS):
         return "2.1"
-    video = OFFICIAL_VIDEO_ONLY if is_official_layout(state_dict) else HF_VIDEO_ONLY
-    return "2.0" if any(video.fullmatch(k) for k in state_dict) else None
+    return "2.0" if video_tensors(state_dict) else None
 
 
 def convert_checkpoint(src: str | Path, dst: str | Path) -> Path:
     """Official ``.pt`` → Hugging Face directory at ``dst``; HF directory or ``.safetensors`` → official ``.pt``.
 
-    The direction follows the key layout found in ``src``; size and version come from the weights. The
-    weights are loaded strictly into a ``Sam2Model`` first, so a converted file always loads back.
+    The direction follows the key layout found in ``src``; size and version come from the weights. A file with
+    video tensors goes through a ``Sam2VideoModel`` (the complete model is written), an image-only file through a
+    ``Sam2Model``. The weights are loaded strictly into that model first, so a converted file always loads back.
     """
     # weights imports this module for the key table, so it is imported at use.
     from segfit.models.sam2.weights import apply_state_dict, read_state_dict, save_hf_dir, save_official_pt
@@ -211,6 +251,7 @@ def convert_checkpoint(src: str | Path, dst: str | Path) -> Path:
         raise ValueError(f"{src}: {error}") from error
     if not to_hf and Path(dst).suffix not in (".pt", ".pth"):
         raise ValueError(f"{dst}: the official checkpoint written from {src} must be a .pt or .pth file")
-    model = build_sam2(size, version)
+    build = build_sam2_video if video_tensors(state_dict) else build_sam2
+    model = build(size, version)
     apply_state_dict(model, state_dict, src)
     return save_hf_dir(model, dst) if to_hf else save_official_pt(model, dst)

@@ -1,9 +1,10 @@
-"""Reading SAM 2 weights of every kind into a ``Sam2Model``, and writing them in either layout.
+"""Reading SAM 2 weights of every kind into a ``Sam2Model`` or ``Sam2VideoModel``, and writing them in either layout.
 
 Accepted: a Hugging Face model directory (``model.safetensors``), a ``.safetensors`` file, or a ``.pt``/``.pth``
 (``{"model": state_dict}`` as official and official-trainer checkpoints are, or a bare state dict). The key
 layout (official or HF) is recognised from the keys, not the file kind. Loading is strict: every tensor of the
-model must come from the file with the same shape, so a wrong size fails loudly instead of half-loading.
+model must come from the file with the same shape, so a wrong size fails loudly instead of half-loading. The
+image model skips the video tensors of a file; the video model needs them all.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
-from transformers import Sam2Model
+from transformers import Sam2Model, Sam2VideoModel
 
 from segfit.models.sam2.convert import (
     HF_VIDEO_ONLY,
@@ -23,6 +24,7 @@ from segfit.models.sam2.convert import (
     infer_size_version,
     is_official_layout,
     official_to_hf,
+    video_tensors,
 )
 
 WRAPPER_PREFIXES = ("module.", "sam2_model.")
@@ -71,18 +73,24 @@ def _strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return state_dict
 
 
-def load_sam2_weights(model: Sam2Model, path: str | Path) -> None:
+def load_sam2_weights(model: Sam2Model | Sam2VideoModel, path: str | Path) -> None:
     """Load any accepted checkpoint kind into ``model``, strictly, with messages that name the file and keys."""
     apply_state_dict(model, read_state_dict(path), path)
 
 
-def apply_state_dict(model: Sam2Model, stored: dict[str, torch.Tensor], path: str | Path) -> None:
+def apply_state_dict(model: Sam2Model | Sam2VideoModel, stored: dict[str, torch.Tensor], path: str | Path) -> None:
     """Load a state dict read from ``path`` (either layout) into ``model``, strictly; messages name ``path``."""
-    weights = _as_hf_image_weights(stored, path)
+    weights = _as_hf_weights(stored, path, video=isinstance(model, Sam2VideoModel))
     _check_version(stored, model, path)
     expected = model.state_dict()
     missing = [k for k in expected if k not in weights]
     unexpected = [k for k in weights if k not in expected]
+    if isinstance(model, Sam2VideoModel) and not video_tensors(stored):
+        raise ValueError(
+            f"{path}: holds no video-memory tensors ({len(missing)} missing, e.g. {missing[:3]}): it is an image-model "
+            "checkpoint, and a video model needs the complete model: an official release checkpoint, a Hugging Face "
+            "Sam2VideoModel directory, or a .pt written by segfit export (see docs/checkpoints.md)"
+        )
     if missing or unexpected:
         raise ValueError(
             f"{path}: keys do not match the model ({len(missing)} missing, e.g. {missing[:3]}; "
@@ -97,21 +105,22 @@ def apply_state_dict(model: Sam2Model, stored: dict[str, torch.Tensor], path: st
     model.load_state_dict(weights, strict=True)
 
 
-def _as_hf_image_weights(stored: dict[str, torch.Tensor], path: str | Path) -> dict[str, torch.Tensor]:
-    """The ``Sam2Model`` tensors of a state dict in either layout (video-only tensors dropped)."""
+def _as_hf_weights(stored: dict[str, torch.Tensor], path: str | Path, video: bool) -> dict[str, torch.Tensor]:
+    """The HF-named tensors of a state dict in either layout; without ``video`` the video-only ones are dropped."""
     try:
         if is_official_layout(stored):
-            return official_to_hf(stored)
+            return official_to_hf(stored, video=video)
     except (KeyError, ValueError) as error:
         raise ValueError(f"{path}: {error.args[0]}") from error
-    return {k: v for k, v in stored.items() if not HF_VIDEO_ONLY.fullmatch(k)}
+    return dict(stored) if video else {k: v for k, v in stored.items() if not HF_VIDEO_ONLY.fullmatch(k)}
 
 
-def _check_version(stored: dict[str, torch.Tensor], model: Sam2Model, path: str | Path) -> None:
+def _check_version(stored: dict[str, torch.Tensor], model: Sam2Model | Sam2VideoModel, path: str | Path) -> None:
     """A checkpoint with video tensors says its version; it must be the one the model was built as.
 
     The image weights of 2.0 and 2.1 are interchangeable, but the version is recorded in exports, so it must
-    not be wrong. Models not built by ``build_sam2`` carry no version and are not checked.
+    not be wrong (and the video models of the two versions differ). Models not built by segfit carry no version
+    and are not checked.
     """
     found = checkpoint_version(stored)
     declared = getattr(model.config, "sam2_version", None)
@@ -134,20 +143,27 @@ def _size_hint(weights: dict[str, torch.Tensor], expected: dict[str, torch.Tenso
     )
 
 
-def save_hf_dir(model: Sam2Model, out_dir: str | Path) -> Path:
-    """``out_dir`` with ``config.json`` + ``model.safetensors``, loadable by ``Sam2Model.from_pretrained``."""
+def save_hf_dir(model: Sam2Model | Sam2VideoModel, out_dir: str | Path) -> Path:
+    """``out_dir`` with ``config.json`` + ``model.safetensors``, loadable by the model class's ``from_pretrained``."""
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     return out_dir
 
 
-def save_official_pt(model: Sam2Model, path: str | Path) -> Path:
-    """``{"model": state_dict}`` in official key names (image path only: see ``hf_to_official``).
+def save_official_pt(model: Sam2Model | Sam2VideoModel, path: str | Path) -> Path:
+    """``{"model": state_dict}`` in official key names: exactly the model's tensors (see ``hf_to_official``).
 
-    Written to a temporary file and renamed, so an interrupted export never leaves a truncated checkpoint.
+    Complete for a ``Sam2VideoModel``, the image path only for a ``Sam2Model`` (``export_official_pt`` in
+    ``segfit.models.sam2.export`` completes an image model). Written to a temporary file and renamed, so an
+    interrupted export never leaves a truncated checkpoint.
     """
+    return write_official_pt(hf_to_official(model.state_dict()), path)
+
+
+def write_official_pt(official: dict[str, torch.Tensor], path: str | Path) -> Path:
+    """``{"model": official}`` at ``path``, contiguous CPU tensors, through a temporary file."""
     path = Path(path)
-    state_dict = {k: v.detach().cpu().contiguous() for k, v in hf_to_official(model.state_dict()).items()}
+    state_dict = {k: v.detach().cpu().contiguous() for k, v in official.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     torch.save({"model": state_dict}, partial)
