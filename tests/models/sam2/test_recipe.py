@@ -34,7 +34,7 @@ def make_spec(data_dir: Path, run_dir: Path, *overrides: str):
 def test_every_parameter_belongs_to_a_part(data_dir, tmp_path):
     model = Sam2Recipe(make_spec(data_dir, tmp_path)).build_model()
     parts = {part_of(name) for name, _ in model.named_parameters()}
-    assert parts == set(PART_PREFIXES)
+    assert parts == set(PART_PREFIXES) - {"memory"}  # the image model has no memory (test_video_recipe.py)
 
 
 @pytest.mark.parametrize("trainable", [["mask_decoder"], ["prompt_encoder", "mask_decoder"], ["image_encoder", "mask_decoder"]])
