@@ -160,7 +160,7 @@ class Sam2Recipe:
         if not rows:
             raise ValueError(f"data.{split}: no image with objects could be evaluated ({len(reader.skipped)} skipped)")
         if samples_dir is not None:
-            _write_rows(samples_dir / "per_image.csv", rows)
+            write_rows(samples_dir / "per_image.csv", rows)
         return {**clicks.compute(), "box_miou": boxes.compute(), "num_images": len(rows), "num_objects": clicks.count,
                 "skipped_images": len(reader.skipped)}
 
@@ -194,7 +194,8 @@ class Sam2Recipe:
         save_png(out_dir / f"{Path(record.source).stem}.png", panel)
 
 
-def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """A CSV with one row per dict (the columns of the first)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))

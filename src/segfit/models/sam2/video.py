@@ -53,16 +53,24 @@ class ClipFeatures:
         return levels[:2], levels[2], levels[3]
 
 
-def clip_features(model: Sam2VideoModel, frames: Tensor, encoder_grad: bool) -> ClipFeatures:
-    """``frames`` ``(T, B, 3, S, S)`` normalised pixels → per-frame features, the T·B images in one encoder call."""
-    num_frames = frames.shape[0]
-    with torch.set_grad_enabled(encoder_grad and torch.is_grad_enabled()):
-        out = model.vision_encoder(frames.flatten(0, 1), return_dict=True)
-        stride4, stride8, top = out.fpn_hidden_states
-        levels = [model.mask_decoder.conv_s0(stride4), model.mask_decoder.conv_s1(stride8), top,
-                  out.fpn_position_encoding[-1]]
-    per_frame = [level.unflatten(0, (num_frames, -1)).unbind(0) for level in levels]
-    return ClipFeatures(list(zip(per_frame[0], per_frame[1])), list(per_frame[2]), list(per_frame[3]))
+def clip_features(model: Sam2VideoModel, frames: Tensor, encoder_grad: bool,
+                  frames_per_call: int | None = None) -> ClipFeatures:
+    """``frames`` ``(T, B, 3, S, S)`` normalised pixels → per-frame features: the T·B images in one encoder call,
+    or ``frames_per_call`` frames at a time (long videos at evaluation)."""
+    chunk = frames_per_call or len(frames)
+    features = ClipFeatures([], [], [])
+    for start in range(0, len(frames), chunk):
+        part = frames[start : start + chunk]
+        with torch.set_grad_enabled(encoder_grad and torch.is_grad_enabled()):
+            out = model.vision_encoder(part.flatten(0, 1), return_dict=True)
+            stride4, stride8, top = out.fpn_hidden_states
+            levels = [model.mask_decoder.conv_s0(stride4), model.mask_decoder.conv_s1(stride8), top,
+                      out.fpn_position_encoding[-1]]
+        per_frame = [level.unflatten(0, (len(part), -1)).unbind(0) for level in levels]
+        features.high_res.extend(zip(per_frame[0], per_frame[1]))
+        features.top.extend(per_frame[2])
+        features.top_pos.extend(per_frame[3])
+    return features
 
 
 @dataclass
@@ -153,6 +161,23 @@ def remember(model: Sam2VideoModel, features: ClipFeatures, frame: int, clip_ind
     memory.pointers[frame] = output.pointer
     if conditioning:
         memory.conditioning.add(frame)
+
+
+def track_clip(model: Sam2VideoModel, features: ClipFeatures, clip_index: Tensor, first: FramePrompts,
+               binarize_prompted: bool = False, memory_dtype: torch.dtype = torch.float32) -> list[FrameOutput]:
+    """Prompts on the first frame, every other frame tracked in order from memory: the semi-supervised protocol of
+    evaluation and inference. ``binarize_prompted`` and ``memory_dtype=torch.bfloat16`` reproduce how inference
+    encodes and stores a clicked frame's memory."""
+    num_frames = len(features.top)
+    memory, outputs = Memory(), []
+    for frame in range(num_frames):
+        out = track_frame(model, features, frame, clip_index, memory, num_frames, first if frame == 0 else None,
+                          initial=frame == 0)
+        if frame < num_frames - 1:
+            remember(model, features, frame, clip_index, memory, out, conditioning=frame == 0,
+                     binarize=binarize_prompted and frame == 0, memory_dtype=memory_dtype)
+        outputs.append(out)
+    return outputs
 
 
 def _multimask(model: Sam2VideoModel, initial: bool, labels: Tensor | None) -> bool:

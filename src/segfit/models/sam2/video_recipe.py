@@ -1,0 +1,107 @@
+"""SAM 2 with memory on clips of videos: the recipe ``segfit train`` uses when ``data.train`` holds videos.
+
+Flow of a training step: clips (T frames × B clips) → image features of every frame, in one encoder call (without
+gradients when the encoder is frozen) → the objects of all clips flattened → the clip episode
+(``video_episode.py``: prompts on the first frames, tracking with memory, correction clicks) → focal + dice + IoU +
+object-score loss on every frame and step. Validation tracks the first frame's objects through every video and
+scores J, F and J&F (``metrics/video.py``). Parameter groups, compilation and export are the image recipe's; the
+embedding cache does not apply (memory training reads every frame's features anyway).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from transformers import Sam2VideoModel
+
+from segfit.data.formats import open_video_split
+from segfit.metrics.video import VideoMetrics
+from segfit.models.sam2 import dataset as sam2_dataset
+from segfit.models.sam2.build import build_sam2_video
+from segfit.models.sam2.peft import encoder_trains
+from segfit.models.sam2.preprocess import masks_to_original, preprocess_image, resize_masks
+from segfit.models.sam2.recipe import Sam2Recipe, write_rows
+from segfit.models.sam2.spec import Sam2Spec
+from segfit.models.sam2.video import FramePrompts, clip_features, track_clip
+from segfit.models.sam2.video_episode import clip_episode
+from segfit.visualize import overlay, save_png, side_by_side
+
+EVAL_FRAMES_PER_CALL = 8
+"""Frames encoded together at evaluation: bounds the encoder's memory on long videos."""
+
+
+class Sam2VideoRecipe(Sam2Recipe):
+    default_best_metric = "j&f"
+
+    def __init__(self, spec: Sam2Spec):
+        self.spec = spec
+        self.embedding_cache = None
+
+    def build_model(self) -> Sam2VideoModel:
+        m = self.spec.model
+        return self._prepared(build_sam2_video(m.size, m.version, m.image_size, checkpoint=m.checkpoint))
+
+    def train_dataset(self) -> sam2_dataset.Sam2ClipDataset:
+        data = self.spec.data
+        reader = open_video_split(data.train, data.min_object_area)
+        return sam2_dataset.Sam2ClipDataset(reader, data, self.spec.model.image_size)
+
+    def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        return sam2_dataset.collate_clips(samples)
+
+    def training_step(self, model: Sam2VideoModel, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """One clip episode for the objects of every clip of the batch."""
+        video = self.spec.train.video
+        features = clip_features(model, batch["frames"], encoder_trains(self.spec.model))
+        return clip_episode(model, features, batch["masks"], batch["clip_index"], batch["valid"], video.prompts,
+                            self.spec.train.loss, video.num_init_cond_frames, video.num_frames_to_correct)
+
+    # ---- evaluation --------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, model: Sam2VideoModel, split: str, samples_dir: Path | None = None) -> dict[str, float]:
+        """Semi-supervised protocol (DAVIS): the objects of the first frame are given by their masks there and
+        tracked through the video; J, F and J&F on the annotated frames but the first and last, as DAVIS 2017."""
+        spec, device = self.spec, next(model.parameters()).device
+        reader = open_video_split(self.eval_split(split), spec.data.min_object_area)
+        metrics, skipped = VideoMetrics(), 0
+        for i in range(min(len(reader), spec.evaluate.max_images or len(reader))):
+            video = reader.load(i)
+            given = video.masks[0].reshape(len(video.object_ids), -1).any(axis=1)
+            annotated = np.ones(len(video.frames), bool) if video.annotated is None else video.annotated
+            if not given.any() or annotated.sum() < 3:  # nothing to track, or no frame left to score
+                skipped += 1
+                continue
+            pred = self._track(model, video.frames, video.masks[0][given], device)
+            gt = torch.from_numpy(video.masks[:, given][annotated]).to(device)
+            void = None if video.ignore is None else torch.from_numpy(video.ignore[annotated]).to(device)
+            metrics.update(pred[torch.from_numpy(annotated).to(device)], gt, void, video=Path(video.source).name)
+            if samples_dir is not None and i < spec.evaluate.num_samples:
+                self._write_sample(video, pred, given, samples_dir)
+        if not metrics.objects:
+            raise ValueError(f"data.{split}: no video could be evaluated ({skipped} without first-frame objects or "
+                             "with fewer than 3 annotated frames)")
+        if samples_dir is not None:
+            write_rows(samples_dir / "per_object.csv", metrics.objects)
+        return {**metrics.compute(), "num_videos": len({o["object"].rsplit("_", 1)[0] for o in metrics.objects}),
+                "skipped_videos": skipped}
+
+    def _track(self, model: Sam2VideoModel, frames: np.ndarray, first_masks: np.ndarray,
+               device: torch.device) -> Tensor:
+        """(T, N, H, W) bool predictions at the original size for the objects given by ``first_masks``."""
+        size = self.spec.model.image_size
+        pixels = torch.stack([preprocess_image(frame, size) for frame in frames]).to(device)
+        features = clip_features(model, pixels[:, None], encoder_grad=False, frames_per_call=EVAL_FRAMES_PER_CALL)
+        prompts = FramePrompts(masks=resize_masks(first_masks, size).to(device))
+        outputs = track_clip(model, features, torch.zeros(len(first_masks), dtype=torch.long, device=device), prompts)
+        return torch.stack([masks_to_original(out.low_res, frames.shape[1:3])[:, 0] > 0 for out in outputs])
+
+    def _write_sample(self, video: Any, pred: Tensor, given: np.ndarray, out_dir: Path) -> None:
+        """Ground truth | prediction on the middle frame of the video."""
+        t = len(video.frames) // 2
+        panel = side_by_side(overlay(video.frames[t], video.masks[t][given]), overlay(video.frames[t], pred[t].cpu().numpy()),
+                             titles=["ground truth", f"prediction (frame {t}, first-frame masks given)"])
+        save_png(out_dir / f"{Path(video.source).name}.png", panel)

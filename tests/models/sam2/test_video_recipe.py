@@ -1,0 +1,81 @@
+"""``segfit train`` on videos: the SAM 2 recipe for clips (dataset, collate, training step through the engine)."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from segfit.data.formats import open_video_split
+from segfit.data.synthetic import write_synthetic_videos
+from segfit.engine.logging import read_records
+from segfit.engine.trainer import train
+from segfit.models.sam2.recipe import part_of
+from segfit.models.sam2.video_recipe import Sam2VideoRecipe
+from segfit.registry import recipe_for
+from segfit.spec import load_spec
+
+SIZE = 256
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> dict[str, Path]:
+    return write_synthetic_videos(tmp_path_factory.mktemp("videos"), num_train=3, num_val=2, num_frames=5)
+
+
+def make_spec(videos: dict[str, Path], run_dir: Path, *overrides: str):
+    return load_spec(None, [
+        "model.name=sam2", "model.size=test", f"model.image_size={SIZE}", f"results_dir={run_dir}",
+        "data.train.format=davis", f"data.train.images={videos['train_images']}",
+        f"data.train.annotations={videos['train_annotations']}", "data.batch_size=2", "data.num_workers=0",
+        "data.video.num_frames=3", "data.video.max_num_objects=2", "train.video.prompts.num_correction_clicks=1",
+        "train.device=cpu", "train.optim.base_lr=1e-3", "train.eval_every=0", *overrides,
+    ])
+
+
+def test_video_data_picks_the_video_recipe_and_model(videos, tmp_path):
+    recipe = recipe_for(make_spec(videos, tmp_path))
+    assert isinstance(recipe, Sam2VideoRecipe)
+    model = recipe.build_model()
+    trainable = {part_of(name) for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"prompt_encoder", "mask_decoder", "memory"}
+
+
+def test_a_batch_of_clips_flattens_its_objects(videos, tmp_path):
+    recipe = recipe_for(make_spec(videos, tmp_path))
+    dataset = recipe.train_dataset()
+    batch = recipe.collate([dataset[(0, 1)], dataset[(1, 2)]])
+    frames, masks, clip_index = batch["frames"], batch["masks"], batch["clip_index"]
+    assert frames.shape[:3] == (3, 2, 3) and frames.shape[-2:] == (SIZE, SIZE)
+    assert masks.shape[0] == 3 and masks.shape[1] == len(clip_index) and masks.dtype == torch.bool
+    assert clip_index.tolist() == sorted(clip_index.tolist()) and set(clip_index.tolist()) == {0, 1}
+    assert masks[0].flatten(1).any(dim=1).all()  # every object is visible in its clip's first frame
+
+
+def test_training_on_clips_validates_with_j_and_f_and_resumes(videos, tmp_path):
+    val = ("data.val.format=davis", f"data.val.images={videos['val_images']}",
+           f"data.val.annotations={videos['val_annotations']}", "train.eval_every=2")
+    spec = make_spec(videos, tmp_path, "train.max_steps=2", "train.log_every=1", "train.checkpoint_every=1", *val)
+    summary = train(recipe_for(spec), spec)
+    records = read_records(Path(summary["metrics"]))
+    train_records = [r for r in records if r["split"] == "train"]
+    assert [r["step"] for r in train_records] == [1, 2] and all(r["loss"] > 0 for r in train_records)
+    assert {"loss_mask", "loss_dice", "loss_iou", "loss_class", "iou"} <= set(train_records[0])
+    (val_record,) = [r for r in records if r["split"] == "val"]
+    assert 0 <= val_record["j&f"] <= 1 and val_record["num_videos"] == 2 and summary["best_metric"] == "j&f"
+    assert (tmp_path / "samples" / "step_000002" / "per_object.csv").is_file()
+    more = make_spec(videos, tmp_path, "train.max_steps=3", "train.log_every=1", "train.checkpoint_every=1")
+    assert train(recipe_for(more), more)["step"] == 3
+
+
+def test_evaluation_of_a_perfect_tracker_is_one(videos, tmp_path, monkeypatch):
+    """The protocol around the model: a tracker that returns the ground truth scores J = F = 1."""
+    spec = make_spec(videos, tmp_path, "data.val.format=davis", f"data.val.images={videos['val_images']}",
+                     f"data.val.annotations={videos['val_annotations']}")
+    recipe = recipe_for(spec)
+    reader, truth = open_video_split(spec.data.val), []
+    for i in range(len(reader)):
+        masks = reader.load(i).masks
+        truth.append(torch.from_numpy(masks[:, masks[0].reshape(masks.shape[1], -1).any(1)]))  # first-frame objects
+    monkeypatch.setattr(recipe, "_track", lambda *args: truth.pop(0))
+    metrics = recipe.evaluate(recipe.build_model(), "val")
+    assert metrics["j&f"] == pytest.approx(1.0) and metrics["num_videos"] == 2
