@@ -11,7 +11,7 @@ from PIL import Image
 
 from segfit.data.formats import ImagesAsVideos, open_split, open_video_split
 from segfit.data.records import DataError, VideoRecord
-from segfit.data.synthetic import davis_palette
+from segfit.data.image_io import davis_palette
 from segfit.spec.schema import SplitSpec
 
 T, H, W = 4, 12, 16

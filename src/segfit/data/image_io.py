@@ -147,3 +147,27 @@ def list_images(folder: str | Path) -> dict[str, Path]:
 def natural_key(name: str) -> list[tuple[int, int | str]]:
     """Sort key that orders digit runs by value: ``sa_2`` before ``sa_10``, ``frame9`` before ``frame10``."""
     return [(0, int(part)) if part[0] in "0123456789" else (1, part) for part in re.split("([0-9]+)", name) if part]
+
+
+def davis_palette() -> list[int]:
+    """The DAVIS (PASCAL VOC) palette, flat RGB: index 1 dark red, 2 green, 3 olive, ..., bits of the index spread
+    over the high bits of the three channels."""
+    palette = []
+    for index in range(256):
+        rgb = [0, 0, 0]
+        for bit in range(8):
+            for channel in range(3):
+                rgb[channel] |= ((index >> (3 * bit + channel)) & 1) << (7 - bit)
+        palette += rgb
+    return palette
+
+
+def save_index_png(path: str | Path, index_map: np.ndarray) -> Path:
+    """An H×W index map (0 background, k object k) as a DAVIS-style palette PNG: readers take the pixel values as
+    the indices, viewers show the DAVIS colours."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    png = Image.fromarray(index_map.astype(np.uint8))
+    png.putpalette(davis_palette())  # makes it a palette ("P") image
+    png.save(path)
+    return path

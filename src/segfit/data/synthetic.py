@@ -18,6 +18,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
+from segfit.data.image_io import save_index_png
+
 Scene = tuple[np.ndarray, np.ndarray]
 """(H×W×3 uint8 RGB image, H×W int32 visible instance ids 1..N, 0 = background)."""
 
@@ -274,19 +276,6 @@ def _write_sa1b(split_dir: Path, scenes: list[Scene]) -> tuple[Path, Path]:
     return images, images
 
 
-def davis_palette() -> list[int]:
-    """The DAVIS (PASCAL VOC) palette, flat RGB: index 1 dark red, 2 green, 3 olive, ..., bits of the index spread
-    over the high bits of the three channels."""
-    palette = []
-    for index in range(256):
-        rgb = [0, 0, 0]
-        for bit in range(8):
-            for channel in range(3):
-                rgb[channel] |= ((index >> (3 * bit + channel)) & 1) << (7 - bit)
-        palette += rgb
-    return palette
-
-
 def _write_davis_video(frame_dir: Path, mask_dir: Path, frames: np.ndarray, ids: np.ndarray, ann_every: int,
                        layout: str) -> None:
     frame_dir.mkdir(parents=True, exist_ok=True)
@@ -296,9 +285,7 @@ def _write_davis_video(frame_dir: Path, mask_dir: Path, frames: np.ndarray, ids:
         if t % ann_every:
             continue
         if layout == "palette":
-            png = Image.fromarray(ids[t].astype(np.uint8))
-            png.putpalette(davis_palette())  # makes it a palette ("P") image: pixel values are the indices
-            png.save(mask_dir / f"{t:05d}.png")
+            save_index_png(mask_dir / f"{t:05d}.png", ids[t])
             continue
         for number in range(1, int(ids.max()) + 1):
             (mask_dir / str(number)).mkdir(exist_ok=True)

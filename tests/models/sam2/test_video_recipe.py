@@ -1,11 +1,15 @@
-"""``segfit train`` on videos: the SAM 2 recipe for clips (dataset, collate, training step through the engine)."""
+"""SAM 2 on videos through the recipe: clips (dataset, collate, training through the engine), J&F validation and
+inference on a frame folder or a video file."""
 
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
 from segfit.data.formats import open_video_split
+from segfit.data.image_io import read_index_map
 from segfit.data.synthetic import write_synthetic_videos
 from segfit.engine.logging import read_records
 from segfit.engine.trainer import train
@@ -79,3 +83,39 @@ def test_evaluation_of_a_perfect_tracker_is_one(videos, tmp_path, monkeypatch):
     monkeypatch.setattr(recipe, "_track", lambda *args: truth.pop(0))
     metrics = recipe.evaluate(recipe.build_model(), "val")
     assert metrics["j&f"] == pytest.approx(1.0) and metrics["num_videos"] == 2
+
+
+@pytest.mark.parametrize("prompt", ["first_masks", "boxes", "points", "video_file"])
+def test_inference_tracks_the_first_frames_objects_through_a_video(videos, tmp_path, prompt):
+    video = videos["val_images"] / "video_000"
+    first = videos["val_annotations"] / "video_000" / "00000.png"
+    ids = read_index_map(first, None)
+    ys, xs = np.nonzero(ids == ids.max())
+    given = {"first_masks": [f"inference.first_masks={first}"],
+             "boxes": [f"inference.boxes=[[{xs.min()},{ys.min()},{xs.max()},{ys.max()}]]"],
+             "points": [f"inference.points=[[{xs.mean():.0f},{ys.mean():.0f}]]"],
+             "video_file": [f"inference.first_masks={first}"]}[prompt]
+    source = video
+    if prompt == "video_file":  # an mp4 of the frames: extracted first
+        frames = [cv2.imread(str(p)) for p in sorted(video.glob("*.jpg"))]
+        source = tmp_path / "clip.mp4"
+        writer = cv2.VideoWriter(str(source), cv2.VideoWriter_fourcc(*"mp4v"), 10, frames[0].shape[1::-1])
+        for frame in frames:
+            writer.write(frame)
+        writer.release()
+    spec = make_spec(videos, tmp_path, f"inference.input={source}", *given)
+    recipe = recipe_for(spec)
+    written = recipe.run_inference(recipe.build_model, tmp_path / "out")
+    masks = [p for p in written if p.suffix == ".png"]
+    assert len(masks) == 5 and written[-1].name == "overlay.gif" and written[-1].is_file()
+    objects = int(ids.max()) if prompt in ("first_masks", "video_file") else 1
+    for path in masks:
+        index = read_index_map(path, None)
+        assert index.shape == ids.shape and set(np.unique(index)) <= set(range(objects + 1))
+
+
+def test_inference_needs_the_first_frames_objects(videos, tmp_path):
+    spec = make_spec(videos, tmp_path, f"inference.input={videos['val_images'] / 'video_000'}")
+    recipe = recipe_for(spec)
+    with pytest.raises(ValueError, match="first_masks"):
+        recipe.run_inference(recipe.build_model, tmp_path / "out")

@@ -243,6 +243,9 @@ class Sam2InferenceSpec(InferenceSpec):
     """prompted: [[x0, y0, x1, y1], ...], one object per box."""
     prompts_json: str | None = None
     """prompted: JSON file of prompts per image (see docs/inference.md); overrides points/boxes."""
+    first_masks: str | None = None
+    """videos: PNG index map of the first frame (palette or grey; each non-zero value one object) giving the
+    objects to track; else ``boxes`` (one object each) or ``points`` (one object) on the first frame."""
     multimask_output: bool = True
     """prompted: for a single click, predict 3 masks and keep the best-scoring one."""
     backend: Literal["torch", "onnx"] = "torch"

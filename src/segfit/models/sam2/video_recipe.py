@@ -4,14 +4,15 @@ Flow of a training step: clips (T frames × B clips) → image features of every
 gradients when the encoder is frozen) → the objects of all clips flattened → the clip episode
 (``video_episode.py``: prompts on the first frames, tracking with memory, correction clicks) → focal + dice + IoU +
 object-score loss on every frame and step. Validation tracks the first frame's objects through every video and
-scores J, F and J&F (``metrics/video.py``). Parameter groups, compilation and export are the image recipe's; the
-embedding cache does not apply (memory training reads every frame's features anyway).
+scores J, F and J&F (``metrics/video.py``); inference tracks given objects through a frame folder or video file
+(``video_inference.py``). Parameter groups, compilation and export are the image recipe's; the embedding cache does
+not apply (memory training reads every frame's features anyway).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -23,15 +24,13 @@ from segfit.metrics.video import VideoMetrics
 from segfit.models.sam2 import dataset as sam2_dataset
 from segfit.models.sam2.build import build_sam2_video
 from segfit.models.sam2.peft import encoder_trains
-from segfit.models.sam2.preprocess import masks_to_original, preprocess_image, resize_masks
+from segfit.models.sam2.preprocess import resize_masks
 from segfit.models.sam2.recipe import Sam2Recipe, write_rows
 from segfit.models.sam2.spec import Sam2Spec
-from segfit.models.sam2.video import FramePrompts, clip_features, track_clip
+from segfit.models.sam2.video import FramePrompts, clip_features
 from segfit.models.sam2.video_episode import clip_episode
+from segfit.models.sam2.video_inference import run_video_inference, track_video
 from segfit.visualize import overlay, save_png, side_by_side
-
-EVAL_FRAMES_PER_CALL = 8
-"""Frames encoded together at evaluation: bounds the encoder's memory on long videos."""
 
 
 class Sam2VideoRecipe(Sam2Recipe):
@@ -93,11 +92,11 @@ class Sam2VideoRecipe(Sam2Recipe):
                device: torch.device) -> Tensor:
         """(T, N, H, W) bool predictions at the original size for the objects given by ``first_masks``."""
         size = self.spec.model.image_size
-        pixels = torch.stack([preprocess_image(frame, size) for frame in frames]).to(device)
-        features = clip_features(model, pixels[:, None], encoder_grad=False, frames_per_call=EVAL_FRAMES_PER_CALL)
         prompts = FramePrompts(masks=resize_masks(first_masks, size).to(device))
-        outputs = track_clip(model, features, torch.zeros(len(first_masks), dtype=torch.long, device=device), prompts)
-        return torch.stack([masks_to_original(out.low_res, frames.shape[1:3])[:, 0] > 0 for out in outputs])
+        return track_video(model, frames, prompts, size) > 0
+
+    def run_inference(self, load_model: Callable[[], Sam2VideoModel], out_dir: Path) -> list[Path]:
+        return run_video_inference(load_model, self.spec, out_dir)
 
     def _write_sample(self, video: Any, pred: Tensor, given: np.ndarray, out_dir: Path) -> None:
         """Ground truth | prediction on the middle frame of the video."""
