@@ -15,7 +15,7 @@ def test_applies_on_glibc_and_large_blocks_still_allocate_and_free():
     assert keep_freed_memory()
     for _ in range(3):  # 256 MiB blocks: served from the heap now, not mmap
         block = torch.ones(64 * 2**20)
-        assert block.sum().item() == 64 * 2**20
+        assert torch.count_nonzero(block).item() == 64 * 2**20  # a count: exact in any summation order
         del block
 
 

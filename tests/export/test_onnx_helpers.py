@@ -46,6 +46,7 @@ def test_export_runs_in_onnxruntime_with_another_batch_size(tmp_path, exporter, 
     y, total = session.run(None, feeds)
     with torch.no_grad():
         expected_y = toy.linear(torch.from_numpy(feeds["x"])) + torch.from_numpy(feeds["offset"])[:, None]
+    # ORT vs PyTorch / NumPy kernels: ≤ 6e-8 and ≤ 2e-6 (of exp values up to 8) seen
     np.testing.assert_allclose(y, expected_y.numpy(), atol=1e-6)
     np.testing.assert_allclose(total, np.exp(feeds["x"].sum(-1)), rtol=1e-5)
 
@@ -61,7 +62,8 @@ def test_parity_error_names_the_graph_and_the_output(tmp_path):
         toy.linear.bias.add_(0.01)  # only the first output changes
     with pytest.raises(ParityError, match=r"toy_graph: output y differs from PyTorch by 0\.01 .* > tolerance 0\.001"):
         check_parity(toy, session, inputs(3), "toy_graph", tolerance=1e-3)
-    assert check_parity(toy, session, inputs(3), "toy_graph", tolerance=0.02)["y"] == pytest.approx(0.01, abs=1e-6)
+    diff = check_parity(toy, session, inputs(3), "toy_graph", tolerance=0.02)["y"]
+    assert diff == pytest.approx(0.01, abs=1e-6)  # the bias shift, plus ORT's rounding vs PyTorch's
 
 
 def test_nan_and_shape_mismatch_fail_parity(tmp_path):

@@ -1,4 +1,4 @@
-"""The frozen-encoder embedding cache: exact values, keys that never go stale, size bounds, reuse across runs."""
+"""The frozen-encoder embedding cache: the encoder's values, keys that never go stale, bounds, reuse across runs."""
 
 import json
 from pathlib import Path
@@ -97,6 +97,7 @@ def test_cached_embeddings_equal_a_fresh_forward_pass(tmp_path, store):
     assert (cache.hits, cache.misses) == (2, 3)
     for got, want in zip(mixed, expected):
         assert got.shape == want.shape and got.dtype == want.dtype and not got.requires_grad
+        # encoded in batches of 2 and 1 vs one batch of 3: other kernel shapes (equal so far; values up to 1e-2)
         torch.testing.assert_close(got, want[[2, 0, 1]], rtol=0, atol=1e-6)
 
 
@@ -182,5 +183,7 @@ def test_training_with_the_cache_repeats_the_losses_without_it(data_dir, tmp_pat
     assert in_ram.hits > 0 and in_ram.hits + in_ram.misses == 12
     assert (first.hits, first.misses) == (0, 6) and resumed.hits == in_ram.hits  # every repeat found on disk
     assert len(list((tmp_path / "disk" / "cache").glob("*.safetensors"))) == first.misses + resumed.misses
-    torch.testing.assert_close(memory, reference, rtol=0, atol=1e-5)
-    torch.testing.assert_close(disk, reference, rtol=0, atol=1e-5)
+    # the cache encodes its misses in other batch shapes than a run without it: a last-bit difference may grow over
+    # 6 steps (equal so far); a wrong or stale embedding changes these losses (~9.3) by far more than 1e-5 of them
+    torch.testing.assert_close(memory, reference, rtol=1e-5, atol=0)
+    torch.testing.assert_close(disk, reference, rtol=1e-5, atol=0)

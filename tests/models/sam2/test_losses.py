@@ -24,6 +24,9 @@ from segfit.models.sam2.losses import (
 
 OFFICIAL_WEIGHTS = {"loss_mask": 20.0, "loss_dice": 1.0, "loss_iou": 1.0, "loss_class": 1.0}
 KEYS = ("loss_mask", "loss_dice", "loss_iou", "loss_class")
+REORDERED = dict(rtol=1e-5, atol=1e-6)
+"""The same float32 sums in another order or over another shape (Meta's code and segfit's, masked pixels and cut-out
+ones): a few ulps apart (≤ 2e-7 seen), so bit equality is not promised."""
 
 
 @pytest.fixture(scope="module")
@@ -58,17 +61,18 @@ def test_focal_dice_and_iou_match_the_reference(ref):
     logits, iou_pred, gt, _ = make_case()
     targets = gt[:, None].float().expand_as(logits)
     torch.testing.assert_close(
-        sigmoid_focal_loss(logits, gt[:, None]), ref.sigmoid_focal_loss(logits, targets, 1, loss_on_multimask=True)
+        sigmoid_focal_loss(logits, gt[:, None]), ref.sigmoid_focal_loss(logits, targets, 1, loss_on_multimask=True),
+        **REORDERED,
     )
     torch.testing.assert_close(
         sigmoid_focal_loss(logits, gt[:, None], alpha=-1, gamma=0.5),
-        ref.sigmoid_focal_loss(logits, targets, 1, alpha=-1, gamma=0.5, loss_on_multimask=True),
+        ref.sigmoid_focal_loss(logits, targets, 1, alpha=-1, gamma=0.5, loss_on_multimask=True), **REORDERED,
     )
     torch.testing.assert_close(
-        dice_loss(logits, gt[:, None]), ref.dice_loss(logits, targets, 1, loss_on_multimask=True)
+        dice_loss(logits, gt[:, None]), ref.dice_loss(logits, targets, 1, loss_on_multimask=True), **REORDERED
     )
     ref_iou = ref.iou_loss(logits, targets, torch.zeros_like(iou_pred), 1, loss_on_multimask=True, use_l1_loss=True)
-    torch.testing.assert_close(actual_iou(logits, gt[:, None]), ref_iou)
+    torch.testing.assert_close(actual_iou(logits, gt[:, None]), ref_iou, **REORDERED)
 
 
 @pytest.mark.reference
@@ -96,13 +100,14 @@ def test_step_losses_and_gradients_match_the_reference(ref, m, supervise_all_iou
     }
     theirs = criterion([outputs], gt[None])  # one frame: targets (T=1, N, H, W)
 
+    # Meta's code and segfit's: the same sums in other orders (≤ 1e-6 seen on losses up to 5)
     for key in KEYS:
         torch.testing.assert_close(ours[key], torch.as_tensor(theirs[key]).float(), rtol=1e-5, atol=1e-5, msg=key)
     torch.testing.assert_close(ours["loss"], theirs["core_loss"], rtol=1e-5, atol=1e-5)
     ours["loss"].backward()
     theirs["core_loss"].backward()
     for a, b in zip(ours_in, ref_in):
-        if b.grad is not None:
+        if b.grad is not None:  # gradients of ~1e-3 per pixel, through other orders of the chain rule (≤ 2e-9 seen)
             torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-7)
 
 
@@ -136,17 +141,18 @@ def test_ignored_pixels_are_left_out():
     ours = sam2_losses(logits, iou_pred, gt, obj, valid=valid)
     left = sam2_losses(logits[..., :12].contiguous(), iou_pred, gt[..., :12].contiguous(), obj)
     for key in ("loss_mask", "loss_dice", "loss_iou", "iou"):
-        torch.testing.assert_close(ours[key], left[key], msg=key)
+        torch.testing.assert_close(ours[key], left[key], msg=key, **REORDERED)
     per_object = valid.expand_as(gt)
     torch.testing.assert_close(sam2_losses(logits, iou_pred, gt, obj, valid=per_object)["loss"], ours["loss"])
     all_valid = sam2_losses(logits, iou_pred, gt, obj, valid=torch.ones_like(gt))
-    torch.testing.assert_close(all_valid["loss"], sam2_losses(logits, iou_pred, gt, obj)["loss"])
+    torch.testing.assert_close(all_valid["loss"], sam2_losses(logits, iou_pred, gt, obj)["loss"], **REORDERED)
 
 
 def test_low_precision_inputs_give_float32_losses():
     logits, iou_pred, gt, obj = make_case(seed=6)
     out = sam2_losses(logits.bfloat16(), iou_pred.bfloat16(), gt, obj.bfloat16())
     assert all(v.dtype == torch.float32 for v in out.values())
+    # bf16 inputs keep 8 bits of mantissa (0.4% per logit): the loss moves by ~0.02% here
     torch.testing.assert_close(out["loss"], sam2_losses(logits, iou_pred, gt, obj)["loss"], rtol=0.02, atol=0)
 
 
@@ -181,7 +187,7 @@ def test_low_resolution_terms_equal_full_terms_of_nearest_upsampled_logits(valid
     expected = (sigmoid_focal_loss(high, gt[:, None], valid=full_valid), dice_loss(high, gt[:, None], full_valid),
                 actual_iou(high, gt[:, None], full_valid))
     for name, a, b in zip(("focal", "dice", "iou"), ours, expected):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(a, b, msg=name, **REORDERED)  # each low-res pixel weighted by its count vs 16 pixels
 
 
 def test_fractional_targets_mix_the_positive_and_negative_losses():

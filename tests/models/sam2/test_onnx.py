@@ -19,6 +19,9 @@ from segfit.models.sam2.predict import Sam2Predictor, predict_low_res
 from segfit.models.sam2.preprocess import preprocess_image
 from segfit.models.sam2.weights import save_hf_dir
 
+from assertions import (assert_close_to_scale, assert_same_index_map, assert_same_masks, assert_same_objects,
+                        clear_of_threshold)
+
 SIZE = 256
 HW = (300, 500)
 
@@ -83,7 +86,7 @@ def test_encoder_graph_matches_pytorch(model, image, embeddings):
         expected = image_embeddings(model, preprocess_image(image, SIZE)[None], encoder_grad=False)
     for got, want in zip(embeddings, expected):
         assert got.shape == want.shape
-        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)
+        assert_close_to_scale(got, want, rel=1e-5)  # ORT vs PyTorch fp32 kernels: ≤ 1e-6 of the scale seen
 
 
 # 5 objects × 3 points (traced with 2 × 2), model frame: box + click, click + negatives, padding, box alone.
@@ -115,7 +118,7 @@ def test_decoder_graph_matches_hf_with_other_numbers_of_objects_and_points(model
     for out, a, b in zip(got, with_mask, without):
         expected = torch.where(HAS_MASK.view(-1, *[1] * (a.dim() - 1)), a, b)
         assert not torch.allclose(a, b, atol=1e-3)  # the mask prompt matters
-        torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-5)  # ORT vs PyTorch fp32: ≤ 3e-5 seen
 
 
 def test_single_mask_graph_takes_token_0_or_the_best_multimask_by_stability(model, onnx_dir, embeddings):
@@ -123,13 +126,15 @@ def test_single_mask_graph_takes_token_0_or_the_best_multimask_by_stability(mode
     multi_masks, multi_scores, _ = run_decoder(onnx_dir, embeddings, True)
     single_masks, single_scores, _ = run_decoder(onnx_dir, embeddings, False)
     best = multi_scores.argmax(1)
+    # a fallback copies the best multimask score (equal up to the two graphs' rounding); the others are ≥ 0.4 off it
     fallback = torch.isclose(single_scores[:, 0], multi_scores.max(1).values, atol=1e-6, rtol=0)
     assert fallback.tolist() == [False, True, True, False, False]  # stability scores 0.951 0.944 0.915 0.958 0.969
-    torch.testing.assert_close(single_masks[fallback, 0], multi_masks[fallback, best[fallback]])
+    chosen = multi_masks[fallback, best[fallback]]
+    torch.testing.assert_close(single_masks[fallback, 0], chosen, atol=1e-4, rtol=1e-5)  # 2 graphs, fused differently
     with torch.no_grad():
         expected_masks, expected_scores, _ = predict_low_res(model, embeddings, POINTS, LABELS)
-    torch.testing.assert_close(single_scores, expected_scores, atol=1e-5, rtol=0)
-    torch.testing.assert_close(single_masks, expected_masks, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(single_scores, expected_scores, atol=1e-5, rtol=0)  # ORT vs PyTorch: ≤ 1e-6 seen
+    torch.testing.assert_close(single_masks, expected_masks, atol=1e-4, rtol=1e-5)  # ORT vs PyTorch: ≤ 3e-5 seen
 
 
 PIXEL_POINTS = torch.tensor([[[40.0, 30.0], [120.0, 200.0]], [[450.0, 250.0], [10.0, 290.0]], [[250.0, 150.0], [0.0, 0.0]]])
@@ -146,12 +151,12 @@ CASES = {
 
 
 def assert_same_prediction(got, want):
-    assert got.masks.shape == want.masks.shape and got.masks.dtype == torch.bool
-    torch.testing.assert_close(got.scores, want.scores, atol=1e-3, rtol=0)
-    torch.testing.assert_close(got.low_res, want.low_res, atol=1e-3, rtol=1e-4)
+    """ORT vs PyTorch: values within tolerance, mask pixels equal where the logits are clear of the threshold."""
+    assert got.masks.shape == want.masks.shape
+    torch.testing.assert_close(got.scores, want.scores, atol=1e-3, rtol=0)  # ≤ 2e-6 seen
+    torch.testing.assert_close(got.low_res, want.low_res, atol=1e-3, rtol=1e-4)  # ≤ 6e-5 seen (logits up to ±32)
     torch.testing.assert_close(got.logits, want.logits, atol=1e-3, rtol=1e-4)
-    clear = want.logits.abs() >= 1e-3
-    assert torch.equal(got.masks[clear], want.masks[clear])
+    assert_same_masks(got.masks, want.logits)
     assert 0.01 < want.masks.float().mean() < 0.99
 
 
@@ -171,14 +176,33 @@ def test_mask_prompts_refine_the_same_way(predictors):
     assert_same_prediction(onnx_predictor.predict(**mask_only), torch_predictor.predict(**mask_only))
 
 
+SCORE_ATOL = 1e-4
+"""Predicted IoUs of ORT and PyTorch differ by ≤ 2e-6 (any thread count here): 50× headroom for other CPUs."""
+
+
 def test_automatic_map_is_the_same_with_the_onnx_predictor(predictors, image):
+    """The same points, masks and objects in the same order; the map's pixels equal wherever no point's logit is
+    within rounding of the threshold (ORT and PyTorch round differently: such a pixel may go either way)."""
     torch_predictor, onnx_predictor = predictors
     config = Sam2AutomaticSpec(num_points=12, batch_size=5, overlap_threshold=0.5)
     expected = automatic_map(torch_predictor, image, config=config)
     got = automatic_map(onnx_predictor, image, config=config)
     assert expected.index_map.max() >= 2
-    np.testing.assert_array_equal(got.index_map, expected.index_map)
-    np.testing.assert_allclose(got.scores, expected.scores, atol=1e-3)
+    np.testing.assert_array_equal(got.points, expected.points)  # one seeded draw, before either backend runs
+
+    points = torch.from_numpy(expected.points)[:, None]
+    clicks = dict(points=points, labels=torch.ones(len(points), 1, dtype=torch.long), multimask_output=True,
+                  best_only=True)
+    want = torch_predictor.predict(**clicks)
+    assert_same_prediction(onnx_predictor.predict(**clicks), want)  # each point's mask (a best-of-3 choice)
+    # The masks are stitched in score order: the same order on both backends while no two scores are within
+    # twice their backend difference of each other (else either order is right, and the test must change).
+    gaps = np.diff(np.sort(want.scores[:, 0].numpy()))
+    assert gaps.min() > 2 * SCORE_ATOL, f"near-tied scores ({gaps.min():.1e} apart): the stitching order is a toss-up"
+    assert len(got.scores) == len(expected.scores)
+    np.testing.assert_allclose(got.scores, expected.scores, atol=SCORE_ATOL, rtol=0)
+    clear = clear_of_threshold(want.logits[:, 0]).all(dim=0).numpy()
+    assert_same_index_map(got.index_map, expected.index_map, clear)
 
 
 def test_clear_errors(model, onnx_dir, tmp_path, predictors):
@@ -251,7 +275,14 @@ def test_cli_exports_onnx_and_infers_with_it_like_torch(workspace, capsys):
             assert ("weights:" in capsys.readouterr().out) == (backend == "torch")  # onnx never builds the model
     written = sorted(p.name for p in (workspace / "onnx").iterdir())
     assert written == sorted(p.name for p in (workspace / "torch").iterdir())
-    assert {f"{image.stem}_mask1.png", f"{image.stem}_mask2.png", f"{image.stem}_index.png"} <= set(written)
+    maps = {f"{image.stem}_mask1.png", f"{image.stem}_mask2.png", f"{image.stem}_index.png"}
+    assert maps <= set(written)
     for name in written:
-        np.testing.assert_array_equal(np.asarray(Image.open(workspace / "onnx" / name)),
-                                      np.asarray(Image.open(workspace / "torch" / name)), err_msg=name)
+        got, want = (np.asarray(Image.open(workspace / backend / name)) for backend in ("onnx", "torch"))
+        assert got.shape == want.shape and got.dtype == want.dtype, name
+        # ORT and PyTorch round differently: a pixel whose logit is within rounding of 0 may flip (the tests above
+        # check the parity itself); IoU ≥ 0.99 leaves ~10 such pixels to the ~1000-px objects of these 96×128 maps
+        if name in maps:
+            assert_same_objects(got, want, min_iou=0.99, name=name)
+        else:  # colour and overlay images, drawn from those maps: they differ only where the maps do, and outlines
+            assert (got != want).any(axis=-1).mean() <= 0.01, name

@@ -8,6 +8,8 @@ from segfit.models.sam2.build import build_sam2
 from segfit.models.sam2.predict import Prediction, Sam2Predictor, best_mask, predict_low_res
 from segfit.models.sam2.preprocess import masks_to_original, preprocess_image
 
+from assertions import assert_same_masks
+
 SIZE = 256
 HW = (300, 500)  # non-square: x and y scale differently into the 256×256 model input
 SCALE_XY = torch.tensor([SIZE / HW[1], SIZE / HW[0]])  # written out, independent of preprocess.points_to_model
@@ -34,6 +36,9 @@ def predictor(model, image):
 POINTS = torch.tensor([[[40.0, 30.0], [120.0, 200.0]], [[450.0, 250.0], [10.0, 290.0]], [[250.0, 150.0], [0.0, 0.0]]])
 LABELS = torch.tensor([[1, 0], [1, 1], [1, -1]])
 BOXES = torch.tensor([[20.0, 10.0, 200.0, 220.0], [300.0, 100.0, 499.0, 299.0], [100.0, 50.0, 400.0, 250.0]])
+LOGIT_ATOL = 1e-5
+"""One fp32 model, run in other tensor shapes (objects as the image batch or the point batch, batched or alone):
+other kernels sum in another order; logits differ by ≤ 1e-7 here, and by more on other CPUs."""
 
 
 def by_hand(model, image, multimask, points=None, labels=None, boxes=None, masks=None):
@@ -59,11 +64,10 @@ def test_points_match_hf_by_hand_at_original_size(model, image, predictor, multi
     assert pred.logits.shape == (3, m, *HW) and pred.scores.shape == (3, m) and pred.low_res.shape == (3, m, 64, 64)
     expected = masks_to_original(low, HW)
     assert expected.abs().max() > 0.05  # meaningful logits
-    torch.testing.assert_close(pred.logits, expected, atol=1e-5, rtol=0)
-    torch.testing.assert_close(pred.scores, scores, atol=1e-6, rtol=0)
-    torch.testing.assert_close(pred.low_res, low.clamp(-32, 32), atol=1e-5, rtol=0)
-    clear = expected.abs() > 1e-4
-    assert torch.equal(pred.masks[clear], expected[clear] > 0)
+    torch.testing.assert_close(pred.logits, expected, atol=LOGIT_ATOL, rtol=0)
+    torch.testing.assert_close(pred.scores, scores, atol=1e-6, rtol=0)  # scores in [0, 1]: ≤ 6e-8 seen
+    torch.testing.assert_close(pred.low_res, low.clamp(-32, 32), atol=LOGIT_ATOL, rtol=0)
+    assert_same_masks(pred.masks, expected, margin=10 * LOGIT_ATOL)
     assert 0.01 < pred.masks.float().mean() < 0.99
 
 
@@ -71,11 +75,11 @@ def test_boxes_with_points_match_hf_input_boxes(model, image, predictor):
     """Box corners as points labelled 2 / 3 (the reference's way) = HF's input_boxes path."""
     pred = predictor.predict(POINTS, LABELS, BOXES)
     low, scores = by_hand(model, image, False, POINTS, LABELS, BOXES)
-    torch.testing.assert_close(pred.logits, masks_to_original(low, HW), atol=1e-5, rtol=0)
-    torch.testing.assert_close(pred.scores, scores, atol=1e-6, rtol=0)
+    torch.testing.assert_close(pred.logits, masks_to_original(low, HW), atol=LOGIT_ATOL, rtol=0)
+    torch.testing.assert_close(pred.scores, scores, atol=1e-6, rtol=0)  # scores in [0, 1]: ≤ 6e-8 seen
     box_only = predictor.predict(boxes=BOXES)
     low, _ = by_hand(model, image, False, boxes=BOXES)
-    torch.testing.assert_close(box_only.logits, masks_to_original(low, HW), atol=1e-5, rtol=0)
+    torch.testing.assert_close(box_only.logits, masks_to_original(low, HW), atol=LOGIT_ATOL, rtol=0)
 
 
 def test_mask_input_round_trip_changes_the_result_as_hf_does(model, image, predictor):
@@ -83,7 +87,7 @@ def test_mask_input_round_trip_changes_the_result_as_hf_does(model, image, predi
     again = predictor.predict(POINTS[:1], LABELS[:1], mask_input=first.low_res)
     assert (again.logits - first.logits).abs().max() > 1e-3
     low, _ = by_hand(model, image, False, POINTS[:1], LABELS[:1], masks=first.low_res)
-    torch.testing.assert_close(again.logits, masks_to_original(low, HW), atol=1e-5, rtol=0)
+    torch.testing.assert_close(again.logits, masks_to_original(low, HW), atol=LOGIT_ATOL, rtol=0)
 
 
 def test_mask_input_is_clamped_like_the_reference(predictor):
@@ -91,6 +95,7 @@ def test_mask_input_is_clamped_like_the_reference(predictor):
     huge = first.low_res.sign() * 1000
     pred_huge = predictor.predict(POINTS[:1], LABELS[:1], mask_input=huge)
     pred_clamped = predictor.predict(POINTS[:1], LABELS[:1], mask_input=huge.clamp(-32, 32))
+    # exact: after the clamp both calls run the same kernels on the same numbers
     torch.testing.assert_close(pred_huge.logits, pred_clamped.logits, atol=0, rtol=0)
 
 
@@ -113,7 +118,8 @@ def test_batched_objects_equal_each_alone(predictor, prompt):
     for i in range(len(POINTS)):
         alone = run(i)
         for name in ("logits", "scores", "low_res"):
-            torch.testing.assert_close(getattr(batched, name)[i : i + 1], getattr(alone, name), atol=1e-5, rtol=0)
+            got, want = getattr(batched, name)[i : i + 1], getattr(alone, name)
+            torch.testing.assert_close(got, want, atol=LOGIT_ATOL, rtol=0)
 
 
 def test_best_only_and_best_mask(predictor):
@@ -121,9 +127,12 @@ def test_best_only_and_best_mask(predictor):
     best = predictor.predict(POINTS, LABELS, multimask_output=True, best_only=True)
     index = full.scores.argmax(1)
     assert best.masks.shape == (3, 1, *HW)
-    assert torch.equal(best.scores[:, 0], full.scores.max(1).values)
-    assert torch.equal(best.masks[:, 0], best_mask(full))
-    assert torch.equal(best_mask(full), full.masks[torch.arange(3), index])
+    assert torch.equal(best.scores[:, 0], full.scores.max(1).values)  # the same decoder call twice, then a selection
+    # best_only upsamples 1 mask per object, full all 3: other tensor shapes
+    chosen = full.logits[torch.arange(3), index]
+    torch.testing.assert_close(best.logits[:, 0], chosen, atol=LOGIT_ATOL, rtol=0)
+    assert_same_masks(best.masks[:, 0], chosen, margin=10 * LOGIT_ATOL)
+    assert torch.equal(best_mask(full), full.masks[torch.arange(3), index])  # indexing only
 
 
 def test_bf16_autocast_runs_and_stays_close(model, image, predictor):
@@ -134,7 +143,7 @@ def test_bf16_autocast_runs_and_stays_close(model, image, predictor):
     assert pred.logits.dtype == torch.float32 and pred.scores.dtype == torch.float32
     assert pred.masks.shape == ref.masks.shape
     rel = (pred.logits - ref.logits).norm() / ref.logits.norm()
-    assert rel < 0.1
+    assert rel < 0.1  # bf16 keeps 8 bits of mantissa (0.4% per value), compounded over the layers: ~2% seen
     assert (pred.masks == ref.masks).float().mean() > 0.9
 
 
@@ -161,7 +170,7 @@ def test_non_square_image_points_land_where_given(model):
     assert pred.masks.shape == (2, 1, *HW)
     assert not torch.equal(pred.masks[0], pred.masks[1])
     low, _ = by_hand(model, image, False, clicks, torch.ones(2, 1, dtype=torch.long))
-    torch.testing.assert_close(pred.logits, masks_to_original(low, HW), atol=1e-5, rtol=0)
+    torch.testing.assert_close(pred.logits, masks_to_original(low, HW), atol=LOGIT_ATOL, rtol=0)
 
 
 def test_errors_are_clear(model, predictor):
@@ -211,6 +220,7 @@ def test_matches_the_reference_predictor_with_boxes_points_and_mask_input(tmp_pa
     points = np.array([[[100.0, 80.0], [300.0, 200.0]], [[400.0, 300.0], [50.0, 340.0]]])
     labels = np.array([[1, 0], [1, 1]])
     boxes = np.array([[40.0, 30.0, 260.0, 220.0], [250.0, 150.0, 470.0, 350.0]])
+    # Meta's code and segfit's: the same fp32 maths in other kernels and orders; logits differ by ≤ 6e-7 here
     for multimask in (True, False):
         ref_logits, ref_iou, ref_low = theirs.predict(points, labels, boxes, None, multimask, return_logits=True)
         pred = ours.predict(torch.from_numpy(points), torch.from_numpy(labels), torch.from_numpy(boxes),
