@@ -31,6 +31,9 @@ from transformers import (
 
 from segfit.models.sam2.build import build_sam2, build_sam2_video
 from segfit.models.sam2.export import export_official_pt
+from segfit.models.sam2.preprocess import points_to_model
+from segfit.models.sam2.video import FramePrompts, clip_features, track_clip
+from segfit.models.sam2.video_inference import mask_prompts
 
 pytestmark = [pytest.mark.reference, pytest.mark.slow]
 
@@ -198,3 +201,27 @@ def test_completed_image_model_loads_in_reference_video_predictor(official, tmp_
     assert sorted(loaded) == sorted(start)
     changed = sorted(k for k in start if not torch.equal(loaded[k], start[k]))
     assert changed == ["image_encoder.trunk.patch_embed.proj.bias", "sam_mask_decoder.iou_token.weight"]
+
+
+def segfit_track(model, frames: torch.Tensor, mask) -> dict[int, torch.Tensor]:
+    """segfit's own tracking forward (``video.track_clip``) for the three objects, one prompt kind per call."""
+    features = clip_features(model, frames[:, None], encoder_grad=False)
+    one = torch.zeros(1, dtype=torch.long)
+    prompts = [FramePrompts(masks=mask_prompts(mask[None], SIZE))]
+    for points, labels in (CLICKS, CLICK):
+        model_points = points_to_model(torch.tensor(points[None], dtype=torch.float32), (HEIGHT, WIDTH), SIZE)
+        prompts.append(FramePrompts(model_points, torch.tensor(labels[None])))
+    with torch.no_grad():
+        per_object = [track_clip(model, features, one, p) for p in prompts]
+    return {t: torch.cat([outputs[t].low_res for outputs in per_object]) for t in range(FRAMES)}
+
+
+@pytest.mark.parametrize("version", ["2.0", "2.1"])
+def test_segfit_tracking_matches_reference(version, official, clip):
+    """segfit's batched, differentiable forward tracks as Meta's predictor, for a mask, clicks and one click."""
+    folder, mask = clip
+    predictor, checkpoint = official(version)
+    model = build_sam2_video("tiny", version, SIZE, checkpoint=checkpoint).eval()
+    frames, expected = reference_track(predictor, folder, mask)
+    # same weights, same preprocessed frames, other code: float rounding (bf16 memories rounded alike on both sides)
+    assert max_difference(segfit_track(model, frames, mask), expected, slice(0, 3)) <= LOGIT_TOLERANCE

@@ -12,13 +12,13 @@ all clips of a batch at once, each gathering its clip's frame features by index 
 - each frame's chosen mask is encoded into a memory (sigmoid of its logits), float32 unless asked otherwise.
 
 Gradients flow through memories and object pointers across frames. In eval mode only past conditioning frames
-give object pointers, as at inference; ``remember(binarize=True, memory_dtype=torch.bfloat16)`` encodes and stores
-memories as transformers and the reference predictor do at inference, which the tests compare this forward with.
+give object pointers, as at inference; ``track_clip`` makes and stores memories as Meta's video predictor does, which
+the tests compare this forward with (and with transformers' video inference).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -163,20 +163,22 @@ def remember(model: Sam2VideoModel, features: ClipFeatures, frame: int, clip_ind
         memory.conditioning.add(frame)
 
 
-def track_clip(model: Sam2VideoModel, features: ClipFeatures, clip_index: Tensor, first: FramePrompts,
-               binarize_prompted: bool = False, memory_dtype: torch.dtype = torch.float32) -> list[FrameOutput]:
+def track_clip(model: Sam2VideoModel, features: ClipFeatures, clip_index: Tensor, first: FramePrompts) -> list[FrameOutput]:
     """Prompts on the first frame, every other frame tracked in order from memory: the semi-supervised protocol of
-    evaluation and inference. ``binarize_prompted`` and ``memory_dtype=torch.bfloat16`` reproduce how inference
-    encodes and stores a clicked frame's memory."""
+    evaluation and inference, with memories made as Meta's ``SAM2VideoPredictor`` makes them (the prompted frame's
+    mask binarised, and for a mask prompt taken from its low-resolution logits; memories stored in bfloat16)."""
     num_frames = len(features.top)
     memory, outputs = Memory(), []
     for frame in range(num_frames):
         out = track_frame(model, features, frame, clip_index, memory, num_frames, first if frame == 0 else None,
                           initial=frame == 0)
-        if frame < num_frames - 1:
-            remember(model, features, frame, clip_index, memory, out, conditioning=frame == 0,
-                     binarize=binarize_prompted and frame == 0, memory_dtype=memory_dtype)
         outputs.append(out)
+        if frame == num_frames - 1:
+            break
+        if frame == 0 and first.masks is not None:
+            out = replace(out, high_res=_upsample(model, out.low_res))
+        remember(model, features, frame, clip_index, memory, out, conditioning=frame == 0, binarize=frame == 0,
+                 memory_dtype=torch.bfloat16)
     return outputs
 
 

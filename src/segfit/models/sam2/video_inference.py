@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 from transformers import Sam2VideoModel
@@ -21,8 +22,7 @@ from segfit.data.extract import extract_frames
 from segfit.data.image_io import list_images, read_image, read_index_map, save_index_png
 from segfit.data.records import DataError, stack_frames
 from segfit.models.sam2.predict import merge_box_into_points
-from segfit.models.sam2.preprocess import (boxes_to_model, masks_to_original, points_to_model, preprocess_image,
-                                           resize_masks)
+from segfit.models.sam2.preprocess import boxes_to_model, masks_to_original, points_to_model, preprocess_image
 from segfit.models.sam2.spec import Sam2Spec
 from segfit.models.sam2.video import FramePrompts, clip_features, track_clip
 from segfit.visualize import overlay
@@ -38,14 +38,21 @@ GIF_FRAME_MS = 100
 @torch.no_grad()
 def track_video(model: Sam2VideoModel, frames: np.ndarray, prompts: FramePrompts, image_size: int) -> Tensor:
     """Logits (T, N, H, W) at the original size of the N objects ``prompts`` gives on frame 0 (model frame, on the
-    model's device), for ``frames`` T×H×W×3 uint8. Clicked masks are binarised for the memory, as at inference."""
+    model's device), for ``frames`` T×H×W×3 uint8."""
     device = next(model.parameters()).device
     pixels = torch.stack([preprocess_image(frame, image_size) for frame in frames]).to(device)
     features = clip_features(model, pixels[:, None], encoder_grad=False, frames_per_call=FRAMES_PER_CALL)
     num_objects = len(prompts.masks if prompts.masks is not None else prompts.points)
-    outputs = track_clip(model, features, torch.zeros(num_objects, dtype=torch.long, device=device), prompts,
-                         binarize_prompted=prompts.masks is None)
+    outputs = track_clip(model, features, torch.zeros(num_objects, dtype=torch.long, device=device), prompts)
     return torch.stack([masks_to_original(out.low_res, frames.shape[1:3])[:, 0] for out in outputs])
+
+
+def mask_prompts(masks: np.ndarray | Tensor, image_size: int) -> Tensor:
+    """Masks (N, H, W) at the original size → (N, S, S) float {0, 1} mask prompts, resized as Meta's predictor
+    does (bilinear with antialiasing, then ≥ 0.5)."""
+    masks = torch.as_tensor(masks)[:, None].float()
+    return (F.interpolate(masks, size=(image_size, image_size), mode="bilinear", align_corners=False,
+                          antialias=True) >= 0.5)[:, 0].float()
 
 
 def run_video_inference(load_model: Callable[[], Sam2VideoModel], spec: Sam2Spec, out_dir: Path) -> list[Path]:
@@ -79,7 +86,7 @@ def first_frame_prompts(spec: Sam2Spec, orig_hw: tuple[int, int], device: torch.
         objects = [k for k in np.unique(ids) if k != 0]
         if not objects:
             raise DataError(inf.first_masks, "no object in the first-frame index map (all 0)")
-        return FramePrompts(masks=resize_masks(np.stack([ids == k for k in objects]), size).to(device))
+        return FramePrompts(masks=mask_prompts(np.stack([ids == k for k in objects]), size).to(device))
     if inf.boxes:
         boxes = boxes_to_model(torch.tensor(inf.boxes, dtype=torch.float32, device=device), orig_hw, size)
         points, labels = merge_box_into_points(None, None, boxes)

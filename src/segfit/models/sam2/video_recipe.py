@@ -24,12 +24,11 @@ from segfit.metrics.video import VideoMetrics
 from segfit.models.sam2 import dataset as sam2_dataset
 from segfit.models.sam2.build import build_sam2_video
 from segfit.models.sam2.peft import encoder_trains
-from segfit.models.sam2.preprocess import resize_masks
 from segfit.models.sam2.recipe import Sam2Recipe, write_rows
 from segfit.models.sam2.spec import Sam2Spec
 from segfit.models.sam2.video import FramePrompts, clip_features
 from segfit.models.sam2.video_episode import clip_episode
-from segfit.models.sam2.video_inference import run_video_inference, track_video
+from segfit.models.sam2.video_inference import mask_prompts, run_video_inference, track_video
 from segfit.visualize import overlay, save_png, side_by_side
 
 
@@ -92,7 +91,7 @@ class Sam2VideoRecipe(Sam2Recipe):
                device: torch.device) -> Tensor:
         """(T, N, H, W) bool predictions at the original size for the objects given by ``first_masks``."""
         size = self.spec.model.image_size
-        prompts = FramePrompts(masks=resize_masks(first_masks, size).to(device))
+        prompts = FramePrompts(masks=mask_prompts(first_masks, size).to(device))
         return track_video(model, frames, prompts, size) > 0
 
     def run_inference(self, load_model: Callable[[], Sam2VideoModel], out_dir: Path) -> list[Path]:
