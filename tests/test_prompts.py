@@ -193,6 +193,7 @@ def test_noisy_boxes_match_the_reference_draw_for_draw():
     torch.manual_seed(3)
     ref_points, ref_labels = ref.sample_box_points(masks[:, None])
     boxes = noisy_boxes(masks, generator=torch.Generator().manual_seed(3))
+    # the reference's noise and segfit's: the same draws, scaled and clamped in their own float32 order
     torch.testing.assert_close(boxes, ref_points.reshape(-1, 4), rtol=0, atol=1e-5)
     points, labels = box_to_points(boxes)
     assert torch.equal(points, boxes.reshape(-1, 2, 2)) and torch.equal(labels, ref_labels.long())

@@ -152,7 +152,8 @@ def test_full_resolution_loss_is_recomputed_in_backward_not_stored():
 
 def test_compile_keeps_parameter_names_and_losses(data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(sam2_recipe, "COMPILE_OPTIONS", {"dynamic": True, "backend": "aot_eager"})  # no C++ build
-    recipe = make_recipe(data_dir, tmp_path, "train.compile=true", "train.prompts.num_correction_clicks=1")
+    # no correction clicks: they would hang on logits > 0, which compiled kernels may round differently
+    recipe = make_recipe(data_dir, tmp_path, "train.compile=true", "train.prompts.num_correction_clicks=0")
     plain = recipe.build_model()
     compiled = copy.deepcopy(plain)
     names = list(compiled.state_dict())

@@ -268,6 +268,7 @@ def test_steps_are_summed_as_the_reference_criterion(model, embeddings, gt, ref_
         "multistep_pred_ious": [o.iou_scores[:, 0] for o in calls.outputs],
         "multistep_object_score_logits": [o.object_score_logits[:, 0] for o in calls.outputs],
     }], gt[None])
+    # Meta's criterion and segfit's: the same sums in other orders (equal so far)
     for key in ("loss_mask", "loss_dice", "loss_iou", "loss_class"):
         torch.testing.assert_close(out[key], torch.as_tensor(theirs[key]).float(), rtol=1e-5, atol=1e-6, msg=key)
     torch.testing.assert_close(out["loss"], theirs["core_loss"], rtol=1e-5, atol=1e-6)
