@@ -10,8 +10,10 @@ What ``model.safetensors`` holds (one rule for every family): when the model was
 spec's ``model.checkpoint``, passed as ``base``) and some of its parameters are frozen, only what training changes —
 the parameters with ``requires_grad`` and the buffers — and the absolute path of that file; the frozen rest is that
 file's, rebuilt by the recipe. So a run with a frozen image encoder or with LoRA adapters writes megabytes, not the
-whole model. Otherwise (random initialisation, or nothing frozen) the whole state_dict. The file's metadata says
-which (``segfit.weights``: ``full`` or ``trainable``; ``segfit.base``: the file), so loaders need no spec.
+whole model. Otherwise (random initialisation, or nothing frozen) the whole state_dict, still naming the file it
+was built from, if any (what the model holds beyond its parameters, e.g. the video modules of a complete SAM 2
+checkpoint for an image model's export, comes from there). The file's metadata says which (``segfit.weights``:
+``full`` or ``trainable``; ``segfit.base``: the file), so loaders need no spec.
 
 A checkpoint is written into a temporary sibling directory and renamed over the old one only when complete,
 so a crash while saving leaves the previous checkpoint intact. Everything in ``trainer_state.pt`` is tensors
@@ -158,13 +160,14 @@ def save_checkpoint(
 
 def save_weights(model: nn.Module, file: Path, base: str | None) -> dict[str, str]:
     """Write ``model``'s weights to ``file`` by the rule in the module docstring; returns what ``meta.json`` shows."""
+    based_on = {} if base is None else {WEIGHTS_BASE: str(Path(base).resolve())}
     if base is None or not _frozen_names(model):
-        safetensors.torch.save_model(model, str(file), metadata={WEIGHTS_KIND: "full"})
-        return {"weights": "full"}
+        safetensors.torch.save_model(model, str(file), metadata={WEIGHTS_KIND: "full", **based_on})
+        return {"weights": "full", **({"base": based_on[WEIGHTS_BASE]} if based_on else {})}
     stored = model.state_dict().keys()  # persistent buffers only
     tensors = {name: param for name, param in model.named_parameters() if param.requires_grad}
     tensors.update((name, buffer) for name, buffer in model.named_buffers() if name in stored)
-    base = str(Path(base).resolve())
+    base = based_on[WEIGHTS_BASE]
     safetensors.torch.save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(file),
                                 {WEIGHTS_KIND: "trainable", WEIGHTS_BASE: base})
     return {"weights": "trainable", "base": base}

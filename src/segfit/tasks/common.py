@@ -33,12 +33,16 @@ def recipe_with_model_loader(spec: Any, explicit_checkpoint: str | None) -> tupl
 
     A function, so a task that may not need the PyTorch model (inference on ONNX graphs) never builds it.
     Weights the trainer wrote go into the model the recipe builds (adapters included): built from the base file they
-    were trained on when they hold only the trained parameters, else from random weights they then replace. Any
-    other weights file is the model's starting point, as ``model.checkpoint``.
+    were trained on (for full weights only while that file still exists: they replace every parameter, and the base
+    gives the rest, e.g. the video modules an export completes an image model with), else from random weights they
+    then replace. Any other weights file is the model's starting point, as ``model.checkpoint``.
     """
     weights = weights_for(spec, explicit_checkpoint)
     trained = trainer_weights(Path(weights)) if weights else None
-    start = trained[1] if trained else weights
+    start = weights
+    if trained:
+        kind, base = trained
+        start = base if kind == "trainable" or (base and Path(base).exists()) else None
     spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, checkpoint=start))
     recipe = recipe_for(spec)
 

@@ -169,6 +169,24 @@ def test_whole_weights_of_an_adapted_model_reload_through_the_task_path(workspac
         assert torch.equal(ours, theirs)
 
 
+def test_whole_weights_trained_from_a_base_file_name_it(workspace, tmp_path):
+    """Nothing frozen: the whole state_dict, still naming the base file, so tasks rebuild the model from it (what an
+    export takes beyond the parameters, e.g. a complete checkpoint's video modules, comes from there)."""
+    spec = make_spec(workspace, "b", "model.trainable=[image_encoder,prompt_encoder,mask_decoder]")
+    model = recipe_for(spec).build_model()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.01 * torch.randn_like(param))
+    file = tmp_path / "model.safetensors"
+    save_weights(model, file, base=spec.model.checkpoint)
+    base = str(Path(spec.model.checkpoint).resolve())
+    assert trainer_weights(file) == ("full", base)
+    _, reloaded = recipe_with_model(spec, str(file))
+    assert str(reloaded.starting_checkpoint.resolve()) == base
+    for ours, theirs in zip(outputs(reloaded), outputs(model)):
+        assert torch.equal(ours, theirs)  # the same weights through the same code
+
+
 class KeepModel(Sam2Recipe):
     """The recipe, keeping the model it builds so the test can compare the trained weights."""
 
