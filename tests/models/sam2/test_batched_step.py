@@ -13,13 +13,12 @@ from segfit.engine.optim import build_optimizer
 from segfit.engine.transfer import to_device
 from segfit.models.sam2 import recipe as sam2_recipe
 from segfit.models.sam2 import simulate
-from segfit.models.sam2.build import build_sam2
 from segfit.models.sam2.losses import LOSS_KEYS, MaskTargets
 from segfit.models.sam2.spec import Sam2LossSpec, Sam2PromptSpec
 from segfit.registry import recipe_for
 from segfit.spec import load_spec
 
-SIZE = 256
+SIZE = 256  # the ``model`` fixture's input size (conftest.py)
 MIXED = Sam2PromptSpec(prob_click=0.4, prob_box=0.3, prob_mask=0.3, num_correction_clicks=2)
 
 
@@ -41,17 +40,6 @@ def make_recipe(data_dir: Path, run_dir: Path, *overrides: str):
 
 def batch_of(recipe, size: int) -> dict:
     return recipe.collate([recipe.train_dataset()[(i % 4, i)] for i in range(size)])
-
-
-@pytest.fixture(scope="module")
-def model():
-    """The test model with perturbed weights (logits far from 0), in training mode (no stability fallback)."""
-    model = build_sam2("test", image_size=SIZE).train()
-    gen = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(0.1 * torch.randn(param.shape, generator=gen))
-    return model
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 4])

@@ -8,26 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segfit.models.sam2.build import build_sam2
 from segfit.models.sam2.losses import sam2_losses
 from segfit.models.sam2.predict import LOGIT_CLAMP
 from segfit.models.sam2.simulate import PROMPT_KINDS, draw_prompt_kinds, mask_prompt, prompt_and_score
 from segfit.models.sam2.spec import Sam2LossSpec, Sam2PromptSpec
 from segfit.prompts import center_points, next_click
 
-SIZE = 256
+SIZE = 256  # the ``model`` fixture's input size (conftest.py)
 CLICKS_ONLY = Sam2PromptSpec(prob_click=1.0, prob_box=0.0, num_correction_clicks=2, prob_click_from_gt=0.0)
-
-
-@pytest.fixture(scope="module")
-def model():
-    """The test model with perturbed weights (logits far from 0), in training mode (no stability fallback)."""
-    model = build_sam2("test", image_size=SIZE).train()
-    gen = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(0.1 * torch.randn(param.shape, generator=gen))
-    return model
 
 
 @pytest.fixture(scope="module")
