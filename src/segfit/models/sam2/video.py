@@ -120,7 +120,7 @@ class Memory:
 
 def track_frame(model: Sam2VideoModel, features: ClipFeatures, frame: int, clip_index: Tensor, memory: Memory,
                 num_frames: int, prompts: FramePrompts | None = None, initial: bool = False,
-                reverse: bool = False, conditioned: Tensor | None = None) -> FrameOutput:
+                conditioned: Tensor | None = None) -> FrameOutput:
     """Predict one frame for N objects. ``initial``: a prompted frame that starts the track (no memory read);
     a prompted frame that is not initial (e.g. a corrected one) still reads the memory. ``conditioned``: the
     frame's features as an earlier call conditioned them (``FrameOutput.conditioned``; correction steps reuse them)."""
@@ -132,7 +132,7 @@ def track_frame(model: Sam2VideoModel, features: ClipFeatures, frame: int, clip_
     elif initial:
         pix_feat = top + model.no_memory_embedding.reshape(1, -1, 1, 1)
     else:
-        pix_feat = _condition_on_memory(model, top, top_pos, memory, frame, num_frames, reverse)
+        pix_feat = _condition_on_memory(model, top, top_pos, memory, frame, num_frames)
     points = labels = mask_input = None
     if prompts is not None:
         points, labels, mask_input = prompts.points, prompts.labels, prompts.mask_input
@@ -246,14 +246,14 @@ def _upsample(model: Sam2VideoModel, low_res: Tensor) -> Tensor:
 
 
 def _condition_on_memory(model: Sam2VideoModel, top: Tensor, top_pos: Tensor, memory: Memory, frame: int,
-                         num_frames: int, reverse: bool) -> Tensor:
+                         num_frames: int) -> Tensor:
     """The frame's stride-16 features after attending to the memories and object pointers of earlier frames."""
     cfg = model.config
     n, channels, h, w = top.shape
     selected, _ = model._select_closest_cond_frames(frame, dict.fromkeys(memory.conditioning), cfg.max_cond_frame_num)
     offsets = [(0, f) for f in selected]  # temporal offset 0: the conditioning frames' own encoding
     for offset in range(model.num_maskmem - 1, 0, -1):
-        previous = frame + offset if reverse else frame - offset
+        previous = frame - offset
         if previous in memory.features and previous not in selected:
             offsets.append((offset, previous))
     tokens, positions = [], []
@@ -261,7 +261,7 @@ def _condition_on_memory(model: Sam2VideoModel, top: Tensor, top_pos: Tensor, me
         features, position = memory.features[f]
         tokens.append(_sequence(features.to(top.dtype)))
         positions.append(_sequence(position) + model.memory_temporal_positional_encoding[offset - 1])
-    pointer_offsets, pointers, max_pointers = _pointer_inputs(model, memory, frame, num_frames, reverse)
+    pointer_offsets, pointers, max_pointers = _pointer_inputs(model, memory, frame, num_frames)
     num_pointer_tokens = 0
     if pointers:
         pointer_tokens, pointer_positions = model._process_object_pointers(
@@ -277,20 +277,20 @@ def _condition_on_memory(model: Sam2VideoModel, top: Tensor, top_pos: Tensor, me
     return attended[0].transpose(1, 2).reshape(n, channels, h, w)
 
 
-def _pointer_inputs(model: Sam2VideoModel, memory: Memory, frame: int, num_frames: int,
-                    reverse: bool) -> tuple[list[int], list[Tensor], int]:
+def _pointer_inputs(model: Sam2VideoModel, memory: Memory, frame: int,
+                    num_frames: int) -> tuple[list[int], list[Tensor], int]:
     """Temporal offsets and object pointers of the conditioning frames (in eval mode only those not after this
-    one) and of up to ``max_object_pointers_in_encoder - 1`` tracked frames before it."""
-    sign = -1 if reverse else 1
+    one) and of up to ``max_object_pointers_in_encoder - 1`` tracked frames before it. Clips played backwards are
+    reversed by the sampler, so tracking always runs forwards."""
     max_pointers = min(num_frames, model.config.max_object_pointers_in_encoder)
     offsets, pointers = [], []
     for f in sorted(memory.conditioning):
-        if model.training or (f >= frame if reverse else f <= frame):
-            offsets.append((frame - f) * sign)
+        if model.training or f <= frame:
+            offsets.append(frame - f)
             pointers.append(memory.pointers[f])
     for distance in range(1, max_pointers):
-        previous = frame + distance if reverse else frame - distance
-        if not 0 <= previous < num_frames:
+        previous = frame - distance
+        if previous < 0:
             break
         if previous in memory.pointers and previous not in memory.conditioning:
             offsets.append(distance)
