@@ -83,10 +83,12 @@ def augment_clip(clip: VideoRecord, spec: VideoAugmentSpec, seed: int) -> VideoR
         size = _resized(clip.size, int(rng.choice(spec.resize)), spec.resize_square)
         frames = F.resize(frames, size, antialias=True)
         masks, ignore = (None if x is None else F.resize(x, size, interpolation=NEAREST_EXACT) for x in (masks, ignore))
+    frames = frames.float() / 255  # one conversion for every colour step (each would convert uint8 again)
     frames = _color_jitter(frames, spec.color_jitter, rng)
     if rng.random() < spec.grayscale:
         frames = F.rgb_to_grayscale(frames, num_output_channels=3)
     frames = torch.stack([_color_jitter(frame, spec.frame_color_jitter, rng) for frame in frames])
+    frames = (frames * 255).round_().to(torch.uint8)
     return replace(
         clip,
         frames=np.ascontiguousarray(frames.permute(0, 2, 3, 1).numpy()),
@@ -105,11 +107,30 @@ def _random_affine(frames: torch.Tensor, masks: torch.Tensor, ignore: torch.Tens
     if angle == 0 and shear == 0 and scale == 1:
         return frames, masks, ignore
     geometry = {"angle": angle, "translate": [0.0, 0.0], "scale": scale, "shear": [shear, 0.0]}
-    moved = F.affine(masks, **geometry, interpolation=NEAREST, fill=0)
-    if (masks[0].flatten(1).any(1) & ~moved[0].flatten(1).any(1)).any():
+    planes = masks if ignore is None else torch.cat((masks, ignore[:, None]), dim=1)
+    moved = _affine_planes(planes, geometry)
+    moved_masks = moved[:, : masks.shape[1]]
+    if (masks[0].flatten(1).any(1) & ~moved_masks[0].flatten(1).any(1)).any():
         return frames, masks, ignore
     frames = F.affine(frames, **geometry, interpolation=BILINEAR, fill=list(AFFINE_FILL))
-    return frames, moved, None if ignore is None else F.affine(ignore, **geometry, interpolation=NEAREST, fill=0)
+    return frames, tv_tensors.Mask(moved_masks), None if ignore is None else tv_tensors.Mask(moved[:, -1])
+
+
+PLANES_PER_MAP = 24
+"""Bool planes packed into one integer map for nearest-neighbour geometry: torchvision resamples masks in float32,
+which holds integers below 2^24 exactly."""
+
+
+def _affine_planes(planes: torch.Tensor, geometry: dict) -> torch.Tensor:
+    """(T, P, H, W) bool planes moved by one affine, nearest neighbour: packed as the bits of one integer map per
+    24 planes, so the resampling runs once for them all instead of once per object."""
+    moved = []
+    for start in range(0, planes.shape[1], PLANES_PER_MAP):
+        chunk = planes[:, start : start + PLANES_PER_MAP]
+        bits = 2 ** torch.arange(chunk.shape[1], dtype=torch.int32)[:, None, None]
+        packed = tv_tensors.Mask((chunk.to(torch.int32) * bits).sum(dim=1, keepdim=True))
+        moved.append((F.affine(packed, **geometry, interpolation=NEAREST, fill=0) & bits) != 0)
+    return torch.cat(moved, dim=1)
 
 
 def _resized(size: tuple[int, int], side: int, square: bool) -> list[int]:
