@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # torch/torchvision pinned to the releases this machine's pip serves from local disk (CPU use; CUDA works too)
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test bench bench-gpu install clean
+.PHONY: demo test bench bench-gpu bench-video install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,14 @@ bench: $(STAMP)
 # on a CUDA machine: the GPU training table (docs/speed.md)
 bench-gpu: $(STAMP)
 	$(BIN)/python benchmarks/bench_gpu_step.py
+
+# Meta's training package (the video benchmarks' peer, installed with sam2) needs these to import
+$(VENV)/.reference-training: $(VENV)/.reference
+	$(BIN)/pip install -q tensordict fvcore pandas submitit
+	touch $@
+
+bench-video: $(VENV)/.reference-training
+	$(BIN)/python benchmarks/bench_clip_loading.py
 
 clean:
 	rm -rf runs/sam2_demo data/synth
