@@ -70,7 +70,7 @@ def clip_episode(model: Sam2VideoModel, features: ClipFeatures, gt: Tensor, clip
             for _ in range(prompts.num_correction_clicks):
                 frame_prompts = _with_correction(frame_prompts, out, gt[frame], frame_valid, prompts)
                 out = track_frame(model, features, frame, clip_index, memory, num_frames, frame_prompts,
-                                  conditioned=out.conditioned)
+                                  initial=frame in init, conditioned=out.conditioned)
                 terms.append(_terms(out, targets, weights, loss))
         last_terms.append(terms[-1])
         remember(model, features, frame, clip_index, memory, out, conditioning=frame in init or frame in to_correct)
