@@ -59,6 +59,7 @@ $(VENV)/.reference-training: $(VENV)/.reference
 
 bench-video: $(VENV)/.reference-training
 	$(BIN)/python benchmarks/bench_clip_loading.py
+	$(BIN)/python benchmarks/bench_video_step.py
 
 clean:
 	rm -rf runs/sam2_demo data/synth

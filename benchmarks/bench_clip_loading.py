@@ -25,7 +25,8 @@ NUM_FRAMES, MAX_OBJECTS = 8, 3
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
-def official_dataset(train: dict[str, Path], image_size: int):
+def official_dataset(train: dict[str, Path], image_size: int, num_frames: int = NUM_FRAMES,
+                     max_objects: int = MAX_OBJECTS):
     """The official pipeline as the MOSE fine-tuning yaml builds it."""
     from training.dataset import transforms as T
     from training.dataset.vos_dataset import VOSDataset
@@ -44,7 +45,7 @@ def official_dataset(train: dict[str, Path], image_size: int):
     ]
     videos = PNGRawDataset(img_folder=str(train["train_images"]), gt_folder=str(train["train_annotations"]))
     return VOSDataset(steps, training=True, video_dataset=videos,
-                      sampler=RandomUniformSampler(NUM_FRAMES, MAX_OBJECTS), multiplier=1)
+                      sampler=RandomUniformSampler(num_frames, max_objects), multiplier=1)
 
 
 def segfit_dataset(train: dict[str, Path], image_size: int, run_dir: str):
