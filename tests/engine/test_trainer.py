@@ -180,6 +180,18 @@ def test_non_finite_loss_raises_naming_the_step_and_terms(tmp_path):
         train(ToyRecipe(spec, nan_at_call=3), spec)
 
 
+def test_a_batch_with_nothing_to_train_is_stepped_over(tmp_path):
+    """A loss without gradient (e.g. a video clip whose every frame is given as a mask) does not stop the run."""
+
+    class NothingToTrainFirst(ToyRecipe):
+        def training_step(self, model, batch):
+            terms = super().training_step(model, batch)
+            return {key: value.detach() for key, value in terms.items()} if len(self.losses) == 1 else terms
+
+    spec = toy_spec(tmp_path, max_steps=3)
+    assert train(NothingToTrainFirst(spec), spec)["step"] == 3
+
+
 def test_no_checkpoint_is_written_after_a_non_finite_step(tmp_path):
     spec = toy_spec(tmp_path, max_steps=4, checkpoint_every=1, log_every=10, eval_every=0)
     with pytest.raises(FloatingPointError, match="step 3: the loss is not finite"):

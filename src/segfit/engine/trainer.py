@@ -119,15 +119,17 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
                 with autocast(cfg.precision, device):
                     terms = recipe.training_step(model, batch)
                 non_finite.add(terms, step + 1)
-                scaler.scale(terms["loss"] / cfg.grad_accum_steps).backward()
+                if terms["loss"].requires_grad:  # else nothing in the batch trains (a clip given whole as masks)
+                    scaler.scale(terms["loss"] / cfg.grad_accum_steps).backward()
                 sampler.advance(spec.data.batch_size)
                 window.add(terms)
             average_gradients(trainable, dist)  # over processes; scaled gradients average like unscaled ones
             scaler.unscale_(optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
             lrs = {f"lr/{group['name']}": group["lr"] for group in optimizer.param_groups}  # the lr this step used
-            scaler.step(optimizer)
-            scaler.update()
+            if any(p.grad is not None for p in trainable):  # the fp16 scaler refuses a step without gradients
+                scaler.step(optimizer)
+                scaler.update()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             step += 1

@@ -153,3 +153,18 @@ def test_clip_episode_trains_every_frame_and_step(model, frames, masks, monkeypa
         handle.remove()
         model.zero_grad()
         model.eval()
+
+
+def test_a_two_frame_clip_given_whole_as_masks_has_nothing_to_train(model, frames, masks, monkeypatch):
+    """Both frames prompted by their masks: the outputs are the masks themselves, the loss is finite and has no
+    gradient (the engine steps over it; Meta's step crashes in backward on such clips)."""
+    monkeypatch.setattr(video_episode, "plan_frames", lambda *args: ([0, 1], []))
+    prompts = Sam2PromptSpec(prob_click=0.0, prob_box=0.0, prob_mask=1.0)
+    gt = masks[None].expand(2, -1, -1, -1)
+    model.train()
+    try:
+        terms = video_episode.clip_episode(model, clip_features(model, frames[:2, None], False), gt,
+                                           torch.zeros(2, dtype=torch.long), None, prompts, Sam2LossSpec())
+    finally:
+        model.eval()
+    assert torch.isfinite(terms["loss"]) and not terms["loss"].requires_grad
