@@ -180,6 +180,7 @@ def test_non_finite_loss_raises_naming_the_step_and_terms(tmp_path):
         train(ToyRecipe(spec, nan_at_call=3), spec)
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")  # the skipped first step
 def test_a_batch_with_nothing_to_train_is_stepped_over(tmp_path):
     """A loss without gradient (e.g. a video clip whose every frame is given as a mask) does not stop the run."""
 
