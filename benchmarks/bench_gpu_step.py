@@ -26,7 +26,7 @@ import torch
 
 from sixty_line import sixty_line_loop
 
-FULL = ("model.trainable=[image_encoder,prompt_encoder,mask_decoder]", "train.embedding_cache.mode=off")
+FULL = ("model.trainable=[image_encoder,prompt_encoder,mask_decoder,memory]", "train.embedding_cache.mode=off")
 LIKE_FOR_LIKE = (
     "train.prompts.num_correction_clicks=0", "train.prompts.prob_click=1", "train.prompts.prob_box=0",
     "data.max_num_objects=100", "data.augment.hflip=0", "data.augment.color_jitter=0", "data.batch_size=1",
@@ -41,16 +41,19 @@ CONFIGS: dict[str, tuple[str, tuple[str, ...]]] = {
     "large_full_official_act_ckpt": ("large", (*FULL, "data.batch_size=2", "model.activation_checkpointing=true")),
     "tiny_frozen_like_for_like": ("tiny", LIKE_FOR_LIKE),
     "large_frozen_like_for_like": ("large", LIKE_FOR_LIKE),
+    "tiny_video_clips": ("tiny", (*FULL, "data.batch_size=1", "data.video.num_frames=8", "data.video.max_num_objects=3")),
 }
-"""segfit configurations: (model size, spec overrides). ``*_frozen_*`` also run the 60-line loop of that size."""
+"""segfit configurations: (model size, spec overrides). ``*_frozen_*`` also run the 60-line loop of that size;
+``*_video_*`` train on clips of synthetic DAVIS videos (the issue-9 figure: clips/s, tiny, 1024², 8 frames, 3 objects)."""
 
 TARGETS = {"tiny_full_official": ("steps_per_s", 4.0), "large_full_official": ("steps_per_s", 2.0)}
 """The issue's targets on one H100/H200-class GPU; the frozen ones are ratios to the 60-line loop (≥ 4× objects/s,
 ≤ 1.2× memory)."""
 
 
-def segfit_run(data_dir: Path, size: str, image_size: int, steps: int, warmup: int, device: str, precision: str,
-               overrides: tuple[str, ...]) -> dict[str, float]:
+def segfit_run(split: tuple[str, ...], size: str, image_size: int, steps: int, warmup: int, device: str,
+               precision: str, overrides: tuple[str, ...]) -> dict[str, float]:
+    """``split``: the spec overrides naming the training split."""
     from segfit.engine.logging import read_records
     from segfit.engine.trainer import train
     from segfit.registry import recipe_for
@@ -59,7 +62,7 @@ def segfit_run(data_dir: Path, size: str, image_size: int, steps: int, warmup: i
     with tempfile.TemporaryDirectory() as run_dir:
         spec = load_spec(None, [
             "model.name=sam2", f"model.size={size}", f"model.image_size={image_size}", f"results_dir={run_dir}",
-            f"data.train.images={data_dir}/train/images", f"data.train.annotations={data_dir}/train/masks",
+            *split,
             f"train.device={device}", f"train.precision={precision}", "train.seed=0", "train.optim.scheduler=constant",
             f"train.max_steps={steps}", "train.log_every=5", "train.eval_every=0", f"train.checkpoint_every={steps + 1}",
             *overrides,
@@ -99,10 +102,15 @@ def main() -> None:
     image_size, steps, warmup = (256, 8, 3) if args.quick else (1024, args.steps, args.warmup)
     precision = "bf16" if cuda else "fp32"
     gpu = torch.cuda.get_device_name() if cuda else "none"
-    from segfit.data.synthetic import write_synthetic_images
+    from segfit.data.synthetic import write_synthetic_images, write_synthetic_videos
 
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
+        images = (f"data.train.images={data_dir}/train/images", f"data.train.annotations={data_dir}/train/masks")
+        videos = write_synthetic_videos(data_dir / "videos", num_train=4 if args.quick else 16, num_val=0,
+                                        size=(180, 320) if args.quick else (480, 854), num_frames=12, max_objects=3)
+        clips = ("data.train.format=davis", f"data.train.images={videos['train_images']}",
+                 f"data.train.annotations={videos['train_annotations']}")
         write_synthetic_images(data_dir, num_train=8 if args.quick else 40, num_val=1,
                                size=(180, 320) if args.quick else (720, 1280), max_objects=8, seed=0)
         objects = mean_objects(data_dir)
@@ -110,7 +118,8 @@ def main() -> None:
             size, overrides = CONFIGS[name]
             size = "test" if args.quick else size
             started = time.perf_counter()
-            run = segfit_run(data_dir, size, image_size, steps, warmup, device, precision, overrides)
+            run = segfit_run(clips if "video" in name else images, size, image_size, steps, warmup, device, precision,
+                             overrides)
             line = {"benchmark": "sam2_gpu_step", "config": name, "device": gpu, "size": size,
                     "image_size": image_size, "precision": precision, "overrides": list(overrides),
                     **{k: round(v, 3) for k, v in run.items()}}
