@@ -29,8 +29,9 @@ def preprocess_image(image: np.ndarray | torch.Tensor, image_size: int) -> torch
     if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != torch.uint8:
         raise ValueError(f"expected an H×W×3 uint8 RGB image, got shape {tuple(pixels.shape)} {pixels.dtype}")
     chw = pixels.permute(2, 0, 1).float().div(255.0)
-    resized = TF.resize(chw, [image_size, image_size], interpolation=InterpolationMode.BILINEAR, antialias=True)
-    return TF.normalize(resized, list(MEAN), list(STD))
+    if chw.shape[-2:] != (image_size, image_size):  # at the same size the resize is the identity: skip its cost
+        chw = TF.resize(chw, [image_size, image_size], interpolation=InterpolationMode.BILINEAR, antialias=True)
+    return TF.normalize(chw, list(MEAN), list(STD))
 
 
 def resize_masks(masks: torch.Tensor | np.ndarray, image_size: int) -> torch.Tensor:
