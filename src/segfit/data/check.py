@@ -18,11 +18,49 @@ from segfit.spec.schema import SplitSpec
 
 
 @dataclass
-class CheckReport:
+class _Findings:
+    """What every split report holds: its name and format, and the files that are wrong."""
+
     name: str
     """Split name (``train``, ``val``, ``test``)."""
     data_format: str
-    """``labpics``, ``coco`` or ``sa1b``."""
+    """The split's ``format``."""
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    """(file, problem) for every sample that cannot be used."""
+    warnings: list[tuple[str, str]] = field(default_factory=list)
+    """(file, what is lost) for samples that load but lose something."""
+
+    @property
+    def ok(self) -> bool:
+        """Every sample loads (warnings do not count)."""
+        return not self.problems
+
+    def summary(self) -> str:
+        raise NotImplementedError
+
+    def _status(self) -> str:
+        return f"{'OK' if self.ok else f'{len(self.problems)} problem(s)'}, {len(self.warnings)} warning(s)"
+
+    def format(self) -> str:
+        """A summary line, then one row per problem and warning: kind, file, what is wrong."""
+        rows = [("problem", f, p) for f, p in self.problems] + [("warning", f, p) for f, p in self.warnings]
+        lines = [self.summary()]
+        if rows:
+            width = min(max(len(f) for _, f, _ in rows), 80)
+            lines.append(f"  {'kind':<8} {'file':<{width}}  what")
+            lines += [f"  {kind:<8} {file:<{width}}  {what}" for kind, file, what in rows]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "problems": [{"file": f, "problem": p} for f, p in self.problems],
+                "warnings": [{"file": f, "problem": p} for f, p in self.warnings], "ok": self.ok}
+
+
+@dataclass
+class CheckReport(_Findings):
+    """An image split (``labpics``, ``coco``, ``sa1b``); warnings: empty masks, objects below
+    ``min_object_area`` (dropped), images left with no object."""
+
     num_images: int = 0
     """Images the split lists."""
     num_loaded: int = 0
@@ -31,37 +69,22 @@ class CheckReport:
     """Objects kept (at least ``min_object_area`` pixels) over the loaded images."""
     objects_per_image: tuple[int, float, int] = (0, 0.0, 0)
     """(min, mean, max) kept objects per loaded image."""
-    problems: list[tuple[str, str]] = field(default_factory=list)
-    """(file, problem) for every sample that cannot be used."""
-    warnings: list[tuple[str, str]] = field(default_factory=list)
-    """(file, what is lost) for samples that load with empty, dropped or no objects."""
-
-    @property
-    def ok(self) -> bool:
-        """Every sample loads (warnings do not count)."""
-        return not self.problems
 
     def summary(self) -> str:
         low, mean, high = self.objects_per_image
         return (f"{self.name} ({self.data_format}): {self.num_images} images, {self.num_loaded} loaded, "
                 f"{self.num_objects} objects, objects per image min {low} / mean {mean:.2f} / max {high}: "
-                f"{'OK' if self.ok else f'{len(self.problems)} problem(s)'}, {len(self.warnings)} warning(s)")
-
-    def format(self) -> str:
-        """A summary line, then one row per problem and warning: kind, file, what is wrong."""
-        return _findings_table(self.summary(), self.problems, self.warnings)
+                f"{self._status()}")
 
     def to_dict(self) -> dict[str, Any]:
         low, mean, high = self.objects_per_image
-        return {**_findings_dict(self), "objects_per_image": {"min": low, "mean": mean, "max": high}}
+        return {**super().to_dict(), "objects_per_image": {"min": low, "mean": mean, "max": high}}
 
 
 @dataclass
-class VideoCheckReport:
-    name: str
-    """Split name (``train``, ``val``, ``test``)."""
-    data_format: str
-    """A video format (``davis``)."""
+class VideoCheckReport(_Findings):
+    """A video split (``davis``, ``sav``); warnings: videos that load but cannot give a clip."""
+
     num_videos: int = 0
     """Videos the split lists."""
     num_loaded: int = 0
@@ -72,42 +95,11 @@ class VideoCheckReport:
     """Annotated frames of the loaded videos."""
     num_objects: int = 0
     """Objects of the loaded videos (each counted once per video)."""
-    problems: list[tuple[str, str]] = field(default_factory=list)
-    """(file, problem) for every video that cannot be used."""
-    warnings: list[tuple[str, str]] = field(default_factory=list)
-    """(video, what is lost) for videos that load but cannot give a clip."""
-
-    @property
-    def ok(self) -> bool:
-        """Every video loads (warnings do not count)."""
-        return not self.problems
 
     def summary(self) -> str:
         return (f"{self.name} ({self.data_format}): {self.num_videos} videos, {self.num_loaded} loaded, "
                 f"{self.num_frames} frames ({self.num_annotated} annotated), {self.num_objects} objects: "
-                f"{'OK' if self.ok else f'{len(self.problems)} problem(s)'}, {len(self.warnings)} warning(s)")
-
-    def format(self) -> str:
-        """A summary line, then one row per problem and warning: kind, file, what is wrong."""
-        return _findings_table(self.summary(), self.problems, self.warnings)
-
-    def to_dict(self) -> dict[str, Any]:
-        return _findings_dict(self)
-
-
-def _findings_table(summary: str, problems: list[tuple[str, str]], warnings: list[tuple[str, str]]) -> str:
-    rows = [("problem", f, p) for f, p in problems] + [("warning", f, p) for f, p in warnings]
-    lines = [summary]
-    if rows:
-        width = min(max(len(f) for _, f, _ in rows), 80)
-        lines.append(f"  {'kind':<8} {'file':<{width}}  what")
-        lines += [f"  {kind:<8} {file:<{width}}  {what}" for kind, file, what in rows]
-    return "\n".join(lines)
-
-
-def _findings_dict(report: CheckReport | VideoCheckReport) -> dict[str, Any]:
-    return {**asdict(report), "problems": [{"file": f, "problem": p} for f, p in report.problems],
-            "warnings": [{"file": f, "problem": p} for f, p in report.warnings], "ok": report.ok}
+                f"{self._status()}")
 
 
 def check_split(name: str, split: SplitSpec, min_object_area: int = 1) -> CheckReport:
