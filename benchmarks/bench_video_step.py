@@ -52,19 +52,10 @@ def official_run(data: dict[str, Path], image_size: int, steps: int, precision: 
                                          focal_gamma_obj_score=0.0, focal_alpha_obj_score=-1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-6, weight_decay=0.1)
     dataset = official_dataset(data, image_size, num_frames=FRAMES, max_objects=OBJECTS)
-    times = []
-    for i in range(steps + 1):
-        batch = collate_fn([dataset[i % len(dataset)]], dict_key="all")
-        started = time.perf_counter()
-        with _autocast(precision):
-            outputs = model(batch)
-            loss = loss_fn(outputs, batch.masks)["core_loss"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
-        optimizer.step()
-        times.append(time.perf_counter() - started)
-    queue.put({"step_s": float(np.median(times[1:])), "peak_rss_mb": peak_rss_mb()})
+    batches = (collate_fn([dataset[i % len(dataset)]], dict_key="all") for i in range(steps + 1))
+    step_s = median_step(model, optimizer, batches, lambda batch: loss_fn(model(batch), batch.masks)["core_loss"],
+                         precision)
+    queue.put({"step_s": step_s, "peak_rss_mb": peak_rss_mb()})
 
 
 def segfit_run(data: dict[str, Path], image_size: int, steps: int, precision: str, checkpointing: bool,
@@ -90,22 +81,27 @@ def segfit_run(data: dict[str, Path], image_size: int, steps: int, precision: st
         model = recipe.build_model().train()
         optimizer = build_optimizer(recipe.param_groups(model), spec.train.optim)
         dataset = recipe.train_dataset()
-        times = []
-        for i in range(steps + 1):
-            batch = recipe.collate([dataset[(i % len(dataset), i)]])
-            started = time.perf_counter()
-            with _autocast(precision):
-                loss = recipe.training_step(model, batch)["loss"]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
-            optimizer.step()
-            times.append(time.perf_counter() - started)
-    queue.put({"step_s": float(np.median(times[1:])), "peak_rss_mb": peak_rss_mb()})
+        batches = (recipe.collate([dataset[(i % len(dataset), i)]]) for i in range(steps + 1))
+        step_s = median_step(model, optimizer, batches, lambda batch: recipe.training_step(model, batch)["loss"],
+                             precision)
+    queue.put({"step_s": step_s, "peak_rss_mb": peak_rss_mb()})
 
 
-def _autocast(precision: str):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+def median_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches, loss_of, precision: str) -> float:
+    """Median seconds of forward + loss (``loss_of(batch)``), backward, clipping to 0.1 and the optimizer step,
+    over the batches after the first (a warm-up); loading a batch is not timed."""
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    times = []
+    for batch in batches:
+        started = time.perf_counter()
+        with autocast:
+            loss = loss_of(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+        optimizer.step()
+        times.append(time.perf_counter() - started)
+    return float(np.median(times[1:]))
 
 
 def main() -> None:
