@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from segfit.engine import trainer
+from segfit.engine import plots, trainer
 from segfit.engine.logging import RunLog, read_records
 from segfit.engine.plots import render_plots
 from segfit.engine.trainer import train
@@ -108,3 +108,16 @@ def test_plots_need_data_and_put_each_term_in_its_own_panel(tmp_path):
         log.log({"step": 1, "split": "train", "lr/base": 1e-3, "loss": 1.0, "dice": 0.5, "time": 0.1})
         log.log({"step": 2, "split": "train", "lr/base": 1e-3, "loss": 0.8, "dice": 0.4, "time": 0.2})
     assert render_plots(tmp_path) == [tmp_path / "plots" / "loss.png", tmp_path / "plots" / "lr.png"]
+
+
+def test_metrics_plot_draws_metrics_not_counts(tmp_path, monkeypatch):
+    drawn = {}
+    monkeypatch.setattr(plots, "_draw", lambda path, series, *args: drawn.update({path.name: list(series)}))
+    with RunLog(tmp_path, start_step=0, max_steps=2) as log:
+        log.log({"step": 1, "split": "train", "loss": 1.0, "time": 0.1})
+        for step, miou in ((1, 0.25), (2, 0.5)):
+            log.log({"step": step, "split": "val", "miou@1": miou, "noc@85": 3.0, "num_images": 4, "num_objects": 9,
+                     "skipped_images": 0, "time": 0.2})
+    render_plots(tmp_path)
+    assert drawn["metrics.png"] == ["miou@1", "noc@85"]
+    assert read_records(tmp_path / "metrics.jsonl")[-1]["num_objects"] == 9  # counts stay in the log

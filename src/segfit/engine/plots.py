@@ -1,5 +1,8 @@
 """Training curves drawn from ``metrics.jsonl``: ``plots/loss.png`` (training terms), ``plots/metrics.png``
-(validation metrics) and ``plots/lr.png`` (learning rate per parameter group)."""
+(validation metrics) and ``plots/lr.png`` (learning rate per parameter group).
+
+Only float values are drawn: integers in a record are counts (``num_images``, ``num_objects``, ``skipped_images``),
+facts about the data rather than curves to watch, so they stay in the log (``metrics.jsonl``, ``results.csv``)."""
 
 from __future__ import annotations
 
@@ -21,8 +24,8 @@ def _series(records: list[dict[str, Any]], keys: list[str]) -> dict[str, tuple[l
 
 
 def _keys(records: list[dict[str, Any]], wanted: Any) -> list[str]:
-    seen = dict.fromkeys(k for r in records for k, v in r.items() if isinstance(v, (int, float)) and wanted(k))
-    return list(seen)
+    """The keys ``wanted`` accepts that hold floats (not counts), in first-seen order."""
+    return list(dict.fromkeys(k for r in records for k, v in r.items() if isinstance(v, float) and wanted(k)))
 
 
 def _draw(path: Path, series: dict[str, tuple[list[int], list[float]]], title: str, shared_axes: bool) -> None:

@@ -56,5 +56,7 @@ class Recipe(Protocol):
         ...
 
     def evaluate(self, model: nn.Module, split: str, samples_dir: Path | None = None) -> dict[str, float]:
-        """Metrics on a data split (``val`` or ``test``); overlays written to ``samples_dir`` when given."""
+        """Metrics on a data split (``val`` or ``test``); overlays written to ``samples_dir`` when given.
+
+        Metrics are floats; counts (images, objects, skipped samples) are ints, logged but not plotted."""
         ...
