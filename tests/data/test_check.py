@@ -87,6 +87,24 @@ def test_clean_synthetic_split_is_ok(tmp_path):
     assert "OK, 0 warning(s)" in report.format()
 
 
+
+def test_orphan_annotation_files_are_warnings(tmp_path):
+    labpics = write_synthetic_images(tmp_path / "labpics", "labpics", num_train=3, num_val=0, size=(24, 32), seed=0)
+    (labpics["train_images"] / "img_0001.jpg").unlink()
+    (labpics["train_annotations"] / "notes.txt").write_text("not an annotation")
+    sa1b = write_synthetic_images(tmp_path / "sa1b", "sa1b", num_train=2, num_val=0, size=(24, 32), seed=0)
+    (sa1b["train_images"] / "sa_0.jpg").rename(sa1b["train_images"] / "renamed.jpg")
+
+    report = check_split("train", SplitSpec(format="labpics", images=str(labpics["train_images"]),
+                                            annotations=str(labpics["train_annotations"])))
+    assert report.ok and report.num_images == 2
+    assert report.warnings == [(str(labpics["train_annotations"] / "img_0001.png"),
+                                "no image of this name (orphan annotation file): never used")]
+    report = check_split("train", SplitSpec(format="sa1b", images=str(sa1b["train_images"])))
+    assert [file for file, _ in report.problems] == [str(sa1b["train_images"] / "renamed.json")]  # misnamed image...
+    assert [file for file, _ in report.warnings] == [str(sa1b["train_images"] / "sa_0.json")]  # ...orphans its JSON
+    assert "orphan annotation file" in report.format()
+
 # ---- videos ------------------------------------------------------------------------------------------------
 def test_video_split_report(tmp_path):
     paths = write_synthetic_videos(tmp_path, num_train=4, num_val=0, size=(24, 32), num_frames=6, max_objects=2,

@@ -3,7 +3,7 @@
 Problems are samples that cannot be used (unreadable or missing files, size mismatches, bad JSON): with
 ``on_error: raise`` they stop a run. Warnings are samples that load but lose something: empty masks, objects
 below ``min_object_area`` (dropped), images left with no object (skipped by training and evaluation), videos too
-short for a clip.
+short for a clip; and annotation files no image uses (a map or JSON whose image is gone or misnamed).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from segfit.data.formats import VIDEO_FORMATS, open_split, open_video_split
+from segfit.data.formats import FORMATS, VIDEO_FORMATS, open_split, open_video_split
 from segfit.data.records import DataError
 from segfit.data.sampling import choose_clip
 from segfit.spec.schema import SplitSpec
@@ -59,7 +59,7 @@ class _Findings:
 @dataclass
 class CheckReport(_Findings):
     """An image split (``labpics``, ``coco``, ``sa1b``); warnings: empty masks, objects below
-    ``min_object_area`` (dropped), images left with no object."""
+    ``min_object_area`` (dropped), images left with no object, annotation files with no image."""
 
     num_images: int = 0
     """Images the split lists."""
@@ -111,6 +111,8 @@ def check_split(name: str, split: SplitSpec, min_object_area: int = 1) -> CheckR
         report.problems.append((err.path, err.problem))
         return report
     report.num_images = len(reader)
+    for path in FORMATS[split.format].orphan_annotations(split):
+        report.warnings.append((str(path), "no image of this name (orphan annotation file): never used"))
     counts = []
     for i in range(len(reader)):
         try:

@@ -144,6 +144,15 @@ def list_images(folder: str | Path) -> dict[str, Path]:
     return dict(sorted(images.items(), key=lambda item: natural_key(item[0])))
 
 
+def orphans(folder: str | Path, suffix: str, images: str | Path) -> list[Path]:
+    """Files of ``folder`` ending in ``suffix`` (any case) whose stem names no image of ``images``: annotations of
+    images that are gone or misnamed, which a reader matching by stem never sees."""
+    stems = list_images(images).keys()
+    return sorted((path for path in Path(folder).iterdir()
+                   if path.suffix.lower() == suffix and path.is_file() and path.stem not in stems),
+                  key=lambda path: natural_key(path.name))
+
+
 def natural_key(name: str) -> list[tuple[int, int | str]]:
     """Sort key that orders digit runs by value: ``sa_2`` before ``sa_10``, ``frame9`` before ``frame10``."""
     return [(0, int(part)) if part[0] in "0123456789" else (1, part) for part in re.split("([0-9]+)", name) if part]

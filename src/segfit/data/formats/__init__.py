@@ -1,8 +1,9 @@
 """On-disk dataset formats behind lazy readers: ``open_split`` for images, ``open_video_split`` for videos.
 
-An image format is two functions: ``index(split)`` → samples by image stem (paths, parsed JSON: cheap, run once)
-and ``load(sample, split)`` → ``ImageRecord`` (decoding, run per access). The stem index is what ``file_list_txt``
-selects from; the shared reader adds the ``min_object_area`` filter.
+An image format is three functions: ``index(split)`` → samples by image stem (paths, parsed JSON: cheap, run once),
+``load(sample, split)`` → ``ImageRecord`` (decoding, run per access) and ``orphan_annotations(split)`` → annotation
+files with no image (for ``segfit data check``). The stem index is what ``file_list_txt`` selects from; the shared
+reader adds the ``min_object_area`` filter.
 
 A video format is one function, ``index(split)`` → ``VideoSource``s by video name, each listing its own folders
 and decoding only the frames asked for. Any image split also opens as one-frame videos, so image datasets can be
@@ -36,12 +37,14 @@ class Format(NamedTuple):
     index: Callable[[SplitSpec], dict[str, Any]]
     """Samples by stem; each sample has an ``image`` path."""
     load: Callable[[Any, SplitSpec], ImageRecord]
+    orphan_annotations: Callable[[SplitSpec], list[Path]]
+    """Annotation files with no image (never read: ``segfit data check`` warns about them)."""
 
 
 FORMATS: dict[str, Format] = {
-    "labpics": Format(labpics.index, labpics.load),
-    "coco": Format(coco.index, coco.load),
-    "sa1b": Format(sa1b.index, sa1b.load),
+    "labpics": Format(labpics.index, labpics.load, labpics.orphan_annotations),
+    "coco": Format(coco.index, coco.load, coco.orphan_annotations),
+    "sa1b": Format(sa1b.index, sa1b.load, sa1b.orphan_annotations),
 }
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segfit.data.image_io import list_images, read_image, read_index_map
+from segfit.data.image_io import list_images, orphans, read_image, read_index_map
 from segfit.data.records import DataError, ImageRecord
 from segfit.spec.schema import SplitSpec
 
@@ -26,6 +26,11 @@ def index(split: SplitSpec) -> dict[str, LabPicsSample]:
     if not annotations.is_dir():
         raise DataError(str(annotations), "annotations folder (PNG instance maps) not found")
     return {stem: LabPicsSample(path, annotations / f"{stem}.png") for stem, path in list_images(split.images).items()}
+
+
+def orphan_annotations(split: SplitSpec) -> list[Path]:
+    """Maps with no image of their stem."""
+    return orphans(split.annotations, ".png", split.images)
 
 
 def load(sample: LabPicsSample, split: SplitSpec) -> ImageRecord:

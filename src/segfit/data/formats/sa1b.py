@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from segfit.data.formats.coco import decode_segmentation
-from segfit.data.image_io import list_images, read_image
+from segfit.data.image_io import list_images, orphans, read_image
 from segfit.data.records import DataError, ImageRecord
 from segfit.spec.schema import SplitSpec
 
@@ -32,6 +32,11 @@ def index(split: SplitSpec) -> dict[str, Sa1bSample]:
     if not folder.is_dir():
         raise DataError(str(folder), "annotations folder (per-image JSON) not found")
     return {stem: Sa1bSample(path, folder / f"{stem}.json") for stem, path in images.items()}
+
+
+def orphan_annotations(split: SplitSpec) -> list[Path]:
+    """Per-image JSONs with no image of their stem."""
+    return orphans(split.annotations or split.images, ".json", split.images)
 
 
 def load(sample: Sa1bSample, split: SplitSpec) -> ImageRecord:
