@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from collections import namedtuple
 from pathlib import Path
@@ -174,10 +175,38 @@ def test_fp16_on_cpu_is_a_clear_error(tmp_path):
         train(ToyRecipe(spec), spec)
 
 
-def test_non_finite_loss_raises_naming_the_step_and_terms(tmp_path):
+def test_non_finite_loss_raises_naming_the_step_terms_and_files(tmp_path):
     spec = toy_spec(tmp_path, max_steps=4, grad_accum_steps=2)
-    with pytest.raises(FloatingPointError, match=r"step 2: the loss is not finite \(loss=nan, iou="):
+    recipe = ToyRecipe(spec, nan_at_call=3)
+    with pytest.raises(FloatingPointError, match=r"step 2: the loss is not finite \(loss=nan, iou=") as error:
+        train(recipe, spec)
+    bad_batch = recipe.seen[4:6]  # call 3 = the first micro-batch of step 2
+    assert f"files: sample_{bad_batch[0][0]}.txt, sample_{bad_batch[1][0]}.txt" in str(error.value)
+
+
+def test_skip_leaves_weights_and_optimizer_state_as_they_were(tmp_path):
+    """Two good steps, then a NaN one skipped: weights and AdamW state equal a run stopped after the two."""
+    two = ToyRecipe(toy_spec(tmp_path / "two", max_steps=2, on_nonfinite="skip"))
+    train(two, two.spec)
+    three = ToyRecipe(toy_spec(tmp_path / "three", max_steps=3, on_nonfinite="skip"), nan_at_call=3)
+    with pytest.warns(RuntimeWarning, match=r"skipped 1 step\(s\) whose loss was not finite \(3\); first: step 3: "
+                                            r"the loss is not finite \(loss=nan.*files: sample_\d+.txt, sample_\d+.txt"):
+        train(three, three.spec)
+    for name, weights in two.model.state_dict().items():
+        assert torch.equal(three.model.state_dict()[name], weights), name
+    states = [torch.load(run / "checkpoints/last/trainer_state.pt", weights_only=True)["optimizer"]["state"]
+              for run in (tmp_path / "two", tmp_path / "three")]
+    for key, state in states[0].items():
+        assert all(torch.equal(states[1][key][k], v) for k, v in state.items()), key
+
+
+def test_skipped_steps_are_counted_in_the_records_and_kept_out_of_the_means(tmp_path):
+    spec = toy_spec(tmp_path, max_steps=4, log_every=2, on_nonfinite="skip")
+    with pytest.warns(RuntimeWarning, match="skipped 1 step"):
         train(ToyRecipe(spec, nan_at_call=3), spec)
+    records = [r for r in read_records(tmp_path / "metrics.jsonl") if r["split"] == "train"]
+    assert [r["skipped_steps"] for r in records] == [0, 1]
+    assert all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in records)
 
 
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")  # the skipped first step

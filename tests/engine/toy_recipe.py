@@ -97,7 +97,8 @@ class ToyRecipe:
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         return {"x": torch.stack([s["x"] for s in samples]), "y": torch.stack([s["y"] for s in samples]),
-                "keys": [(s["index"], s["seed"]) for s in samples]}
+                "keys": [(s["index"], s["seed"]) for s in samples],
+                "source": [f"sample_{s['index']}.txt" for s in samples]}
 
     def training_step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         pred = model(batch["x"])

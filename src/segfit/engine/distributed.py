@@ -143,6 +143,15 @@ def all_reduce_mean(values: dict[str, float], device: torch.device, dist: Dist) 
     return {key: means[key] for key in values}
 
 
+def any_rank(flag: torch.Tensor, dist: Dist) -> torch.Tensor:
+    """A boolean device flag that is True on every rank when it is on one (queued: the host does not wait)."""
+    if not dist.active:
+        return flag
+    flag = flag.float()
+    torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX)
+    return flag.bool()
+
+
 def all_gather(obj: Any, dist: Dist) -> list[Any]:
     """One picklable object from every rank (in memory, never through files), indexed by rank."""
     if not dist.active:

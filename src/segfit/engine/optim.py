@@ -23,8 +23,11 @@ def takes_weight_decay(name: str, param: nn.Parameter) -> bool:
     return param.ndim > 1 and not any(part in name for part in NO_DECAY_NAME_PARTS)
 
 
-def build_optimizer(groups: list[ParamGroup], spec: OptimSpec) -> torch.optim.AdamW:
-    """AdamW with each recipe group split into a decayed and a non-decayed group (both keep the group's ``name``)."""
+def build_optimizer(groups: list[ParamGroup], spec: OptimSpec, fused: bool = False) -> torch.optim.AdamW:
+    """AdamW with each recipe group split into a decayed and a non-decayed group (both keep the group's ``name``).
+
+    ``fused``: the fused implementation, which skips a step on the device when its ``found_inf`` is set.
+    """
     if len(spec.betas) != 2:
         raise ValueError(f"train.optim.betas: expected two values (beta1, beta2), got {spec.betas}")
     owner: dict[int, str] = {}
@@ -47,7 +50,8 @@ def build_optimizer(groups: list[ParamGroup], spec: OptimSpec) -> torch.optim.Ad
     if not torch_groups:
         raise ValueError("no trainable parameters: every parameter of recipe.param_groups() has requires_grad=False")
     betas = (spec.betas[0], spec.betas[1])
-    return torch.optim.AdamW(torch_groups, lr=spec.base_lr, betas=betas, weight_decay=spec.weight_decay)
+    return torch.optim.AdamW(torch_groups, lr=spec.base_lr, betas=betas, weight_decay=spec.weight_decay,
+                             fused=fused or None)
 
 
 def lr_factor(step: int, spec: OptimSpec, max_steps: int) -> float:

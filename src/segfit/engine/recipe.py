@@ -48,7 +48,8 @@ class Recipe(Protocol):
         ...
 
     def collate(self, samples: list[Any]) -> Any:
-        """Samples → one batch (tensors, lists and dicts; the engine moves tensors to the device)."""
+        """Samples → one batch (tensors, lists and dicts; the engine moves tensors to the device). A dict batch may
+        carry ``source``, its samples' files in order: the engine names them when the batch's loss is not finite."""
         ...
 
     def training_step(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:

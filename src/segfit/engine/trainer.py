@@ -32,6 +32,7 @@ from segfit.engine.checkpoint import (
 from segfit.engine.distributed import (
     all_gather,
     all_reduce_mean,
+    any_rank,
     average_gradients,
     barrier,
     broadcast_model,
@@ -40,6 +41,7 @@ from segfit.engine.distributed import (
     resolve_device,
 )
 from segfit.engine.logging import METRICS_FILE, RunLog
+from segfit.engine.nonfinite import NonFinite, batch_files
 from segfit.engine.optim import apply_schedule, build_optimizer, build_scheduler
 from segfit.engine.plots import render_plots
 from segfit.engine.precision import autocast, check_precision, grad_scaler
@@ -66,7 +68,9 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
         model = recipe.build_model().to(device)
         if cfg.compile:
             recipe.compile(model)
-        optimizer = build_optimizer(recipe.param_groups(model), cfg.optim)
+        non_finite = NonFinite(cfg.on_nonfinite)
+        # fused AdamW can skip a step on the device (its found_inf): what on_nonfinite=skip needs
+        optimizer = build_optimizer(recipe.param_groups(model), cfg.optim, fused=non_finite.skip)
         scheduler = build_scheduler(optimizer, cfg.optim, cfg.max_steps)
         scaler = grad_scaler(cfg.precision, device)
         dataset = recipe.train_dataset()
@@ -100,7 +104,7 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
         max_norm = math.inf if cfg.optim.grad_clip is None else cfg.optim.grad_clip  # inf: measure, don't clip
         samples_per_step = spec.data.batch_size * cfg.grad_accum_steps * dist.world_size
         started = time.perf_counter()
-        window, last_train, last_val, non_finite = _Window(), {}, {}, _NonFinite()
+        window, last_train, last_val = _Window(), {}, {}
 
         def save(name: str, val_metrics: dict[str, Any], rng_states: list[dict[str, Any]]) -> None:
             """Checkpoint ``name`` at the current ``step`` with the current ``best``."""
@@ -118,22 +122,25 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
                 data_seconds += time.perf_counter() - data_started
                 with autocast(cfg.precision, device):
                     terms = recipe.training_step(model, batch)
-                non_finite.add(terms, step + 1)
+                finite = non_finite.add(terms, step + 1, batch_files(batch))
                 if terms["loss"].requires_grad:  # else nothing in the batch trains (a clip given whole as masks)
                     scaler.scale(terms["loss"] / cfg.grad_accum_steps).backward()
                 sampler.advance(spec.data.batch_size)
-                window.add(terms)
+                window.add(terms, keep=finite if non_finite.skip else None)  # skip: means over the finite losses
             average_gradients(trainable, dist)  # over processes; scaled gradients average like unscaled ones
             scaler.unscale_(optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
             lrs = {f"lr/{group['name']}": group["lr"] for group in optimizer.param_groups}  # the lr this step used
+            bad = any_rank(non_finite.step_is_bad(step + 1), dist) if non_finite.skip else None
             if any(p.grad is not None for p in trainable):  # the fp16 scaler refuses a step without gradients
+                non_finite.skip_if_bad(optimizer, bad)
                 scaler.step(optimizer)
                 scaler.update()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             step += 1
-            window.add({"grad_norm": grad_norm, "data_s": data_seconds}, time.perf_counter() - step_started)
+            window.add({"grad_norm": grad_norm, "data_s": data_seconds}, time.perf_counter() - step_started,
+                       keep=None if bad is None else ~bad)
             log.advance()
 
             at_end = step == cfg.max_steps
@@ -141,11 +148,13 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
             eval_due = validate and (step % cfg.eval_every == 0 or at_end)
             checkpoint_due = step % cfg.checkpoint_every == 0 or at_end
             if log_due or eval_due or checkpoint_due:
-                non_finite.check()  # where the host waits anyway: never log, evaluate or save after a bad step
+                # where the host waits anyway: never log, evaluate or save after a bad step (stop raises here)
+                window.skipped += len(non_finite.check())
             if log_due:
                 last_train = all_reduce_mean(window.means(), device, dist)
                 steps_per_s = window.steps / window.seconds
-                log.log({"step": step, "split": "train", **lrs, **last_train, **peak_gpu_memory(device),
+                skipped = {"skipped_steps": window.skipped} if non_finite.skip else {}  # a count: logged, not plotted
+                log.log({"step": step, "split": "train", **lrs, **last_train, **skipped, **peak_gpu_memory(device),
                          "steps_per_s": steps_per_s, "samples_per_s": steps_per_s * samples_per_step,
                          "time": elapsed_before + time.perf_counter() - started})
                 window = _Window()
@@ -203,47 +212,25 @@ class _Window:
 
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
-        self.counts: dict[str, int] = {}
+        self.counts: dict[str, int | torch.Tensor] = {}
         self.steps, self.seconds = 0, 0.0
+        self.skipped = 0
+        """Steps skipped for a non-finite loss (``train.on_nonfinite: skip``)."""
 
-    def add(self, values: dict[str, torch.Tensor], step_seconds: float | None = None) -> None:
+    def add(self, values: dict[str, torch.Tensor], step_seconds: float | None = None,
+            keep: torch.Tensor | None = None) -> None:
+        """``keep``: a device flag; values flagged False (a skipped step's NaN) count neither in sums nor counts."""
         for key, value in values.items():
             value = value.detach().float() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+            if keep is not None:
+                value = torch.where(keep, value, 0.0)
             self.sums[key] = self.sums.get(key, 0) + value
-            self.counts[key] = self.counts.get(key, 0) + 1
+            self.counts[key] = self.counts.get(key, 0) + (1 if keep is None else keep.float())
         if step_seconds is not None:
             self.steps, self.seconds = self.steps + 1, self.seconds + step_seconds
 
     def means(self) -> dict[str, float]:
         return {key: (total / self.counts[key]).item() for key, total in self.sums.items()}
-
-
-class _NonFinite:
-    """The first step whose loss was not finite, and its terms, remembered on the device.
-
-    Testing every step would make the host wait for every step; instead the loop calls ``check`` where it waits
-    anyway (records, evaluations, checkpoints), so no checkpoint is written after a non-finite loss and a run loses
-    at most the steps since its last checkpoint.
-    """
-
-    def __init__(self) -> None:
-        self.step: torch.Tensor | None = None
-        self.terms: dict[str, torch.Tensor] = {}
-
-    def add(self, terms: dict[str, torch.Tensor], step: int) -> None:
-        if "loss" not in terms:
-            raise KeyError(f"recipe.training_step returned {sorted(terms)}: the total loss must be under 'loss'")
-        bad = ~torch.isfinite(terms["loss"].detach())
-        first = bad if self.step is None else bad & (self.step == 0)
-        self.step = torch.where(first, step, 0 if self.step is None else self.step)
-        for key, value in terms.items():
-            value = torch.as_tensor(value).detach().float()
-            self.terms[key] = torch.where(first, value, self.terms.get(key, value))
-
-    def check(self) -> None:
-        if self.step is not None and int(self.step):
-            values = ", ".join(f"{key}={float(value):.4g}" for key, value in self.terms.items())
-            raise FloatingPointError(f"step {int(self.step)}: the loss is not finite ({values})")
 
 
 def peak_gpu_memory(device: torch.device) -> dict[str, float]:

@@ -188,6 +188,9 @@ class TrainSpec:
     best_mode: Literal["max", "min"] = "max"
     resume: bool = True
     """Continue automatically from ``results_dir/checkpoints/last`` when it exists."""
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    """A step whose loss is not finite (NaN, inf): ``stop`` the run with an error naming the step, its loss terms and
+    its batch's files (no checkpoint is written after it), or ``skip`` its update with a warning (docs/training.md)."""
     compile: bool = False
     """``torch.compile`` the family's hot path (SAM 2: prompt encoder + mask decoder); the first steps compile."""
     optim: OptimSpec = field(default_factory=OptimSpec)
