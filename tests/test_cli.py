@@ -92,6 +92,12 @@ def test_unknown_key_is_a_clear_error(workspace, capsys):
     assert "train.max_step: unknown key (did you mean train.max_steps?)" in capsys.readouterr().err
 
 
+def test_unwritable_results_dir_is_a_clear_error(workspace, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("")
+    assert run(workspace, "train", f"results_dir={tmp_path}/a_file/run") == 2
+    assert f"segfit train: error: results_dir {tmp_path}/a_file/run is not writable" in capsys.readouterr().err
+
+
 def test_convert_round_trip(tmp_path):
     model = build_sam2("tiny", image_size=256)
     official = tmp_path / "model.pt"

@@ -74,6 +74,7 @@ def _add_spec_args(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from segfit.data.records import DataError
+    from segfit.engine.storage import StorageError
     from segfit.spec import SpecError, load_spec
 
     try:
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
             keep_freed_memory()  # models run in this process: reuse freed CPU memory instead of page-faulting it
             importlib.import_module(f"segfit.tasks.{args.task}").run(spec)
-    except (SpecError, DataError, FileNotFoundError, ValueError) as err:
+    except (SpecError, DataError, FileNotFoundError, ValueError, StorageError) as err:
         print(f"segfit {args.task}: error: {err}", file=sys.stderr)
         return 2
     return 0

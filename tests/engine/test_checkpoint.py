@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from torch import nn
 
 from segfit.engine import checkpoint
 from segfit.engine.checkpoint import (
+    checkpoint_bytes,
     find_checkpoint,
     isolated_rng,
     load_checkpoint,
@@ -21,6 +24,7 @@ from segfit.engine.checkpoint import (
 )
 from segfit.engine.optim import build_optimizer, build_scheduler
 from segfit.engine.recipe import ParamGroup
+from segfit.engine.storage import StorageError
 from segfit.spec.schema import OptimSpec
 
 SPEC = OptimSpec(base_lr=0.1, scheduler="cosine", warmup_steps=2)
@@ -111,16 +115,30 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     _save(tmp_path / "last", parts, 1)
     _train_steps(*parts[:3], 1)
 
-    def crash(*args, **kwargs):
-        raise OSError("disk full")
+    def crash(obj, file):
+        Path(file).write_bytes(b"half a file")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(checkpoint.torch, "save", crash)  # after model.safetensors was written
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(StorageError, match=r"writing checkpoint .*last at step 2 failed \(\[Errno 28\] No space "
+                                           r"left on device\); the previous checkpoint there \(step 1\) is intact"):
         _save(tmp_path / "last", parts, 2)
+    with pytest.raises(StorageError, match="there was no earlier checkpoint there"):
+        _save(tmp_path / "first", parts, 2)
     monkeypatch.undo()
 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]  # no temporary directory left behind
     assert load_checkpoint(tmp_path / "last", *_parts())["step"] == 1
+
+
+def test_checkpoint_size_estimate_covers_the_files(tmp_path):
+    parts = _parts()
+    _train_steps(*parts[:3], 1)  # AdamW's moments exist from the first step on
+    _save(tmp_path / "last", parts, 1)
+    written = sum(f.stat().st_size for f in (tmp_path / "last").iterdir())
+    estimate = checkpoint_bytes(parts[0], base=None)
+    assert estimate == 3 * (5 * 3 + 2 * 3) * 4 + checkpoint.STATE_OVERHEAD  # tied weight once; 2 AdamW moments
+    assert written <= estimate <= written + checkpoint.STATE_OVERHEAD
 
 
 def test_a_save_interrupted_between_renames_is_recovered(tmp_path):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import math
+import shutil
 import sys
 from collections import namedtuple
 from pathlib import Path
@@ -13,8 +15,9 @@ import pytest
 import safetensors.torch
 import torch
 
-from segfit.engine import trainer
+from segfit.engine import checkpoint, storage, trainer
 from segfit.engine.logging import read_records
+from segfit.engine.storage import StorageError
 from segfit.engine.trainer import evaluate, train
 from segfit.engine.transfer import to_device
 from segfit.spec.schema import OptimSpec
@@ -207,6 +210,36 @@ def test_skipped_steps_are_counted_in_the_records_and_kept_out_of_the_means(tmp_
     records = [r for r in read_records(tmp_path / "metrics.jsonl") if r["split"] == "train"]
     assert [r["skipped_steps"] for r in records] == [0, 1]
     assert all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in records)
+
+
+def test_an_unwritable_or_full_results_dir_stops_before_the_first_step(tmp_path, monkeypatch):
+    (tmp_path / "a_file").write_text("")
+    spec = toy_spec(tmp_path / "a_file" / "run", max_steps=2)
+    recipe = ToyRecipe(spec)
+    with pytest.raises(StorageError, match=r"results_dir .*a_file/run is not writable"):
+        train(recipe, spec)
+    spec = toy_spec(tmp_path / "run", max_steps=2)
+    monkeypatch.setattr(storage.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 10**12, 2**19))
+    with pytest.raises(StorageError, match=r"run: 0.5 MiB free, but one checkpoint of this model takes about 1.0 MiB"):
+        train(recipe, spec)
+    assert recipe.losses == []
+
+
+def test_a_failed_checkpoint_write_stops_the_run_and_keeps_the_last_one(tmp_path, monkeypatch):
+    spec = toy_spec(tmp_path, max_steps=4, checkpoint_every=2, eval_every=0)
+    saves = []
+
+    def fail_second(obj, file):
+        saves.append(file)
+        if len(saves) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        torch_save(obj, file)
+
+    torch_save = torch.save
+    monkeypatch.setattr(checkpoint.torch, "save", fail_second)
+    with pytest.raises(StorageError, match=r"at step 4 failed .*the previous checkpoint there \(step 2\) is intact"):
+        train(ToyRecipe(spec), spec)
+    assert json.loads((tmp_path / "checkpoints" / "last" / "meta.json").read_text())["step"] == 2
 
 
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")  # the skipped first step

@@ -16,7 +16,8 @@ checkpoint for an image model's export, comes from there). The file's metadata s
 ``full`` or ``trainable``; ``segfit.base``: the file), so loaders need no spec.
 
 A checkpoint is written into a temporary sibling directory and renamed over the old one only when complete,
-so a crash while saving leaves the previous checkpoint intact. Everything in ``trainer_state.pt`` is tensors
+so a crash while saving leaves the previous checkpoint intact; a failed write (a full disk) raises a
+``StorageError`` that says so. Everything in ``trainer_state.pt`` is tensors
 and plain Python values, which ``torch.load(weights_only=True)`` reads without unpickling arbitrary objects.
 """
 
@@ -37,6 +38,8 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from segfit.engine.storage import StorageError
+
 MODEL_FILE = "model.safetensors"
 WEIGHTS_KIND = "segfit.weights"
 """safetensors metadata key of weights the trainer wrote: ``full`` or ``trainable`` (only what trains)."""
@@ -45,6 +48,8 @@ WEIGHTS_BASE = "segfit.base"
 STATE_FILE = "trainer_state.pt"
 META_FILE = "meta.json"
 CHECKPOINT_NAMES = ("best", "last")
+STATE_OVERHEAD = 2**20
+"""Bytes of a checkpoint beyond its tensors (RNG states of the processes, file headers, meta.json): tens of KiB."""
 
 
 # ---- random number generators ----------------------------------------------------------------------------
@@ -128,9 +133,9 @@ def save_checkpoint(
     dir = Path(dir)
     _recover(dir)
     tmp = dir.with_name(f".{dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
         weights_info = save_weights(model, tmp / MODEL_FILE, base)
         torch.save(
             {
@@ -154,23 +159,54 @@ def save_checkpoint(
             os.replace(dir, backup)
         os.replace(tmp, dir)
         shutil.rmtree(backup, ignore_errors=True)
+    except OSError as err:
+        _recover(dir)
+        raise StorageError(f"writing checkpoint {dir} at step {step} failed ({err}); {_previous(dir)}") from err
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _previous(dir: Path) -> str:
+    """What a failed save left at ``dir``: the previous checkpoint, untouched, or nothing."""
+    try:
+        step = json.loads((dir / META_FILE).read_text())["step"]
+    except (OSError, ValueError, KeyError):
+        return "there was no earlier checkpoint there"
+    return f"the previous checkpoint there (step {step}) is intact"
+
+
+def checkpoint_bytes(model: nn.Module, base: str | None) -> int:
+    """About the size of one checkpoint of ``model``: the weights ``save_weights`` stores, AdamW's two moments of
+    every trained parameter, and ``STATE_OVERHEAD`` for the rest."""
+    stored = {t.data_ptr(): t.numel() * t.element_size() for t in _weights_to_store(model, base).values()}
+    trained = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    return sum(stored.values()) + 2 * trained + STATE_OVERHEAD
 
 
 def save_weights(model: nn.Module, file: Path, base: str | None) -> dict[str, str]:
     """Write ``model``'s weights to ``file`` by the rule in the module docstring; returns what ``meta.json`` shows."""
     based_on = {} if base is None else {WEIGHTS_BASE: str(Path(base).resolve())}
-    if base is None or not _frozen_names(model):
+    if not _stores_trainable_only(model, base):
         safetensors.torch.save_model(model, str(file), metadata={WEIGHTS_KIND: "full", **based_on})
         return {"weights": "full", **({"base": based_on[WEIGHTS_BASE]} if based_on else {})}
+    base = based_on[WEIGHTS_BASE]
+    safetensors.torch.save_file({k: v.detach().contiguous() for k, v in _weights_to_store(model, base).items()},
+                                str(file), {WEIGHTS_KIND: "trainable", WEIGHTS_BASE: base})
+    return {"weights": "trainable", "base": base}
+
+
+def _stores_trainable_only(model: nn.Module, base: str | None) -> bool:
+    return base is not None and bool(_frozen_names(model))
+
+
+def _weights_to_store(model: nn.Module, base: str | None) -> dict[str, torch.Tensor]:
+    """The tensors ``save_weights`` writes: the whole state_dict, or what trains plus the buffers."""
+    if not _stores_trainable_only(model, base):
+        return model.state_dict()
     stored = model.state_dict().keys()  # persistent buffers only
     tensors = {name: param for name, param in model.named_parameters() if param.requires_grad}
     tensors.update((name, buffer) for name, buffer in model.named_buffers() if name in stored)
-    base = based_on[WEIGHTS_BASE]
-    safetensors.torch.save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(file),
-                                {WEIGHTS_KIND: "trainable", WEIGHTS_BASE: base})
-    return {"weights": "trainable", "base": base}
+    return tensors
 
 
 def _frozen_names(model: nn.Module) -> set[str]:

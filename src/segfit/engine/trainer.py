@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from segfit.engine.checkpoint import (
+    checkpoint_bytes,
     find_checkpoint,
     isolated_rng,
     load_checkpoint,
@@ -47,6 +48,7 @@ from segfit.engine.plots import render_plots
 from segfit.engine.precision import autocast, check_precision, grad_scaler
 from segfit.engine.recipe import Recipe
 from segfit.engine.sampler import ResumableSampler
+from segfit.engine.storage import check_room
 from segfit.engine.transfer import to_device
 from segfit.spec.schema import Spec, TrainSpec
 
@@ -73,6 +75,8 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
         optimizer = build_optimizer(recipe.param_groups(model), cfg.optim, fused=non_finite.skip)
         scheduler = build_scheduler(optimizer, cfg.optim, cfg.max_steps)
         scaler = grad_scaler(cfg.precision, device)
+        if dist.is_main:  # now, not at the first save minutes or hours in
+            check_room(results_dir, checkpoint_bytes(model, spec.model.checkpoint))
         dataset = recipe.train_dataset()
         sampler = ResumableSampler(len(dataset), cfg.seed, dist.rank, dist.world_size)
         best_metric = cfg.best_metric or recipe.default_best_metric
