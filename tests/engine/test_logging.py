@@ -121,3 +121,18 @@ def test_metrics_plot_draws_metrics_not_counts(tmp_path, monkeypatch):
     render_plots(tmp_path)
     assert drawn["metrics.png"] == ["miou@1", "noc@85"]
     assert read_records(tmp_path / "metrics.jsonl")[-1]["num_objects"] == 9  # counts stay in the log
+
+
+def test_a_run_can_validate_its_starting_weights_and_ends_with_its_progress(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(trainer, "render_plots", lambda results_dir: [])
+    spec = toy_spec(tmp_path, max_steps=4, eval_every=2, eval_at_start=True)
+    train(ToyRecipe(spec, eval_values=[0.1, 0.5, 0.3]), spec)
+    assert [(r["step"], r["score"]) for r in read_records(tmp_path / "metrics.jsonl") if r["split"] == "val"] == [
+        (0, 0.1), (2, 0.5), (4, 0.3)]
+    assert "val score: 0.100 at step 0 → 0.300 at step 4 (best 0.500 at step 2)" in capsys.readouterr().out
+    assert (tmp_path / "samples" / "step_000000" / "overlay.txt").is_file()
+    assert json.loads((tmp_path / "checkpoints" / "best" / "meta.json").read_text())["step"] == 2
+
+    spec = toy_spec(tmp_path, max_steps=2, eval_every=2, eval_at_start=True, resume=False)  # afresh: new baseline
+    train(ToyRecipe(spec, eval_values=[0.2, 0.4]), spec)
+    assert [r["step"] for r in read_records(tmp_path / "metrics.jsonl") if r["split"] == "val"] == [0, 2]

@@ -51,7 +51,7 @@ class RunLog:
 
     Args:
         start_step: the step the run starts from; records after it (left by an interrupted run) are dropped so
-            a resumed run does not log a step twice.
+            a resumed run does not log a step twice (a fresh start, 0, drops every record).
         bar_keys: record values shown next to the progress bar (validation ones prefixed ``val_``).
     """
 
@@ -62,7 +62,7 @@ class RunLog:
             return
         self.jsonl, self.csv = results_dir / METRICS_FILE, results_dir / CSV_FILE
         results_dir.mkdir(parents=True, exist_ok=True)
-        self.records = [r for r in read_records(self.jsonl) if r["step"] <= start_step]
+        self.records = [r for r in read_records(self.jsonl) if r["step"] <= start_step] if start_step else []
         _write_atomic(self.jsonl, "".join(json.dumps(r) + "\n" for r in self.records))
         self.columns: list[str] = []
         self._write_csv()
@@ -84,6 +84,17 @@ class RunLog:
         prefix = "" if record["split"] == "train" else f"{record['split']}_"
         self.postfix.update({prefix + k: f"{record[k]:.4g}" for k in self.bar_keys if _is_number(record.get(k))})
         self.bar.set_postfix(self.postfix, refresh=False)
+
+    def progress(self, metric: str, mode: str = "max") -> str:
+        """``val <metric>: <first> at step <s> → <last> at step <t> (best <b> at step <u>)``, from the validation
+        records of the run (resumed parts included); empty without any."""
+        seen = [r for r in self.records if r["split"] == "val" and _is_number(r.get(metric))] if self.enabled else []
+        if not seen:
+            return ""
+        first, last = seen[0], seen[-1]
+        best = (max if mode == "max" else min)(seen, key=lambda r: r[metric])
+        line = f"val {metric}: {first[metric]:.3f} at step {first['step']} → {last[metric]:.3f} at step {last['step']}"
+        return line + ("" if best is last else f" (best {best[metric]:.3f} at step {best['step']})")
 
     def advance(self, steps: int = 1) -> None:
         """Move the progress bar (its rate and ETA come from tqdm's own clock)."""

@@ -117,6 +117,9 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
             save_checkpoint(results_dir / "checkpoints" / name, model, optimizer, scheduler, scaler, step,
                             sampler.state_dict(), extra, best=best, rng_states=rng_states, base=spec.model.checkpoint)
 
+        if validate and cfg.eval_at_start and step == 0 and dist.is_main:  # the baseline the curves start from
+            log.log({"step": 0, "split": "val", **evaluate(recipe, model, results_dir / "samples" / "step_000000",
+                                                            cfg.seed), "time": 0.0})
         model.train()
         while step < cfg.max_steps:
             step_started, data_seconds = time.perf_counter(), 0.0
@@ -181,13 +184,16 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
                     log.flush()
             barrier(dist)
 
-        best_dir = results_dir / "checkpoints" / "best"
-        return {
-            "step": step, "train": last_train, "val": last_val, "best": best, "best_metric": best_metric,
-            "last_checkpoint": str(results_dir / "checkpoints" / "last"),
-            "best_checkpoint": str(best_dir) if best_dir.is_dir() else None,
-            "metrics": str(results_dir / METRICS_FILE),
-        }
+        progress = log.progress(best_metric, cfg.best_mode)
+    if progress:
+        print(progress)
+    best_dir = results_dir / "checkpoints" / "best"
+    return {
+        "step": step, "train": last_train, "val": last_val, "best": best, "best_metric": best_metric,
+        "last_checkpoint": str(results_dir / "checkpoints" / "last"),
+        "best_checkpoint": str(best_dir) if best_dir.is_dir() else None,
+        "metrics": str(results_dir / METRICS_FILE),
+    }
 
 
 def evaluate(recipe: Recipe, model: torch.nn.Module, samples_dir: Path, seed: int) -> dict[str, Any]:

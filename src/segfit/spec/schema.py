@@ -181,6 +181,8 @@ class TrainSpec:
     """Steps between checkpoints (one is always written at the end)."""
     eval_every: int = 50
     """Steps between validation runs (needs ``data.val``); 0 disables."""
+    eval_at_start: bool = False
+    """Also validate the starting weights (a step-0 record): the baseline the validation curves start from."""
     log_every: int = 10
     """Steps between records in metrics.jsonl / TensorBoard."""
     best_metric: str = ""
