@@ -167,12 +167,13 @@ def check_video_split(name: str, split: SplitSpec, num_frames: int = 8, reverse_
 def check_splits(data: Any) -> list[CheckReport | VideoCheckReport]:
     """Reports for every split ``data`` (a ``DataSpec``) names: video formats as videos, the others as images."""
     reports: list[CheckReport | VideoCheckReport] = []
-    for name in ("train", "val", "test"):
-        split = getattr(data, name)
+    named = [(split.name, split) for split in data.training_splits()] + [("val", data.val), ("test", data.test)]
+    for name, split in named:
         if not split or not split.images:
             continue
         if split.format in VIDEO_FORMATS:
-            reports.append(check_video_split(name, split, data.video.num_frames, data.video.reverse_time_prob))
+            num_frames = getattr(split, "num_frames", None) or data.video.num_frames  # a training mix's own length
+            reports.append(check_video_split(name, split, num_frames, data.video.reverse_time_prob))
         else:
             reports.append(check_split(name, split, data.min_object_area))
     return reports

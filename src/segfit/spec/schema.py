@@ -7,7 +7,7 @@ here and nowhere else: code reads fields, never ``get(key, default)``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 
@@ -44,6 +44,33 @@ class SplitSpec:
     def __post_init__(self) -> None:
         if self.ann_every < 1:
             raise ValueError(f"ann_every: must be at least 1, got {self.ann_every}")
+
+
+@dataclass
+class MixSpec(SplitSpec):
+    """One dataset of a training mix (``data.train_mix``): a split plus how it enters the batches."""
+
+    name: str = ""
+    """Label of its sample counts in the log (``samples/<name>``); empty: ``train<i>`` by position."""
+    batch_size: int | None = None
+    """Samples per batch (per process) when a batch comes from this dataset; empty: ``data.batch_size``. Each batch
+    comes from one dataset, so image and video datasets can differ here."""
+    repeat_factor: float = 1.0
+    """Times each sample is seen per epoch on average (2.5: twice, and a third time with probability 0.5)."""
+    num_frames: int | None = None
+    """Video training: frames per clip from this dataset; empty: ``data.video.num_frames`` for videos, 1 for an image
+    format (images train as one-frame clips, as the official trainer mixes SA-1B in)."""
+    max_num_objects: int | None = None
+    """Objects per sample from this dataset; empty: ``data.video.max_num_objects`` for videos, else
+    ``data.max_num_objects``."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.repeat_factor <= 0:
+            raise ValueError(f"repeat_factor: must be above 0, got {self.repeat_factor}")
+        for name in ("batch_size", "num_frames", "max_num_objects"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
 
 
 @dataclass
@@ -140,11 +167,29 @@ class DataSpec:
     augment: AugmentSpec = field(default_factory=AugmentSpec)
     video: VideoSpec = field(default_factory=VideoSpec)
     """Clip sampling and augmentation for video training (docs/data-formats.md, "Videos")."""
+    train_mix: list[MixSpec] = field(default_factory=list)
+    """Several training datasets at once (images and videos), each with its own batch size and repeat factor, instead
+    of ``data.train``; each batch comes from one of them, drawn in proportion to the batches each has left in the
+    epoch (docs/video.md, "Mixed training")."""
+    phases_per_epoch: int | None = None
+    """Also evaluate and checkpoint at the end of every 1/N of a data epoch (the official trainer's phases); empty:
+    only every ``train.eval_every`` / ``train.checkpoint_every`` steps."""
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_num_objects", "min_object_area"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if self.phases_per_epoch is not None and self.phases_per_epoch < 1:
+            raise ValueError(f"phases_per_epoch: must be at least 1, got {self.phases_per_epoch}")
+        if self.train_mix and self.train.images:
+            raise ValueError("train_mix: give data.train or data.train_mix, not both")
+
+    def training_splits(self) -> list[MixSpec]:
+        """The training datasets: ``train_mix``, or ``train`` alone with ``batch_size``; every one named."""
+        if not self.train_mix:
+            return [MixSpec(**vars(self.train), name="train", batch_size=self.batch_size)]
+        return [replace(split, name=split.name or f"train{i}", batch_size=split.batch_size or self.batch_size)
+                for i, split in enumerate(self.train_mix)]
 
 
 @dataclass

@@ -41,7 +41,7 @@ def check(spec: Any) -> list[CheckReport | VideoCheckReport]:
     """Check every split the spec names; returns the reports (printing them)."""
     reports = check_splits(spec.data)
     if not reports:
-        raise ValueError("data: no split to check; set data.train.images (and val/test)")
+        raise ValueError("data: no split to check; set data.train.images or data.train_mix (and val/test)")
     for report in reports:
         print(report.format())
     return reports
