@@ -137,3 +137,48 @@ def stack_frames(frames: Sequence[np.ndarray], names: Sequence[str], source: str
             raise DataError(f"{source}/{name}", f"frame is {frame.shape[0]}×{frame.shape[1]}, the video's first "
                                                 f"frame {frames[0].shape[0]}×{frames[0].shape[1]}")
     return np.stack(frames) if len(frames) else np.zeros((0, 0, 0, 3), np.uint8)
+
+
+@dataclass
+class SegmentRecord:
+    """One image with labelled segments, as its annotation names them (semantic, instance and panoptic data).
+
+    A semantic map gives one segment per value present (ignore values included: the label map decides what they
+    mean); instance and panoptic annotations give one segment per object, with its category id.
+    """
+
+    image: np.ndarray
+    """H×W×3 uint8, RGB."""
+    masks: np.ndarray
+    """N×H×W bool, one per segment (instance masks may overlap)."""
+    category_ids: np.ndarray
+    """N int64: the class id of each segment as written on disk (PNG value, ``category_id``)."""
+    source: str
+    """The image file, for messages and output names."""
+    annotation: str
+    """The file the segments come from (mask PNG, JSON), named in label errors."""
+    crowd: np.ndarray | None = None
+    """N bool: COCO ``iscrowd`` segments (not trained; PQ and AP ignore predictions on them)."""
+
+    def __post_init__(self) -> None:
+        h, w = self.image.shape[:2]
+        if self.image.ndim != 3 or self.image.shape[2] != 3 or self.image.dtype != np.uint8:
+            raise DataError(self.source, f"image must be H×W×3 uint8, got {self.image.shape} {self.image.dtype}")
+        if self.masks.ndim != 3 or self.masks.shape[1:] != (h, w):
+            raise DataError(self.annotation, f"masks of size {self.masks.shape[1:]} do not match the image "
+                                             f"{self.source} ({h}×{w})")
+        self.category_ids = np.asarray(self.category_ids, np.int64).reshape(-1)
+        self.crowd = np.zeros(len(self.masks), bool) if self.crowd is None else np.asarray(self.crowd, bool)
+        if len(self.category_ids) != len(self.masks) or len(self.crowd) != len(self.masks):
+            raise DataError(self.annotation, f"{len(self.masks)} masks but {len(self.category_ids)} category ids "
+                                             f"and {len(self.crowd)} crowd flags")
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.image.shape[0], self.image.shape[1]
+
+
+def segments_of_map(id_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N×H×W bool masks, N values) of an H×W map: one segment per distinct value, in increasing order."""
+    values = np.unique(id_map)
+    return id_map[None] == values[:, None, None], values.astype(np.int64)

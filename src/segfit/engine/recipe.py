@@ -23,6 +23,8 @@ class ParamGroup(dict):
 
 class Recipe(Protocol):
     spec: Any
+    """The spec the engine runs: the one the recipe was made from, with any settings that depend on the data
+    resolved (e.g. epochs → steps)."""
     default_best_metric: str
     """Validation metric that picks the ``best`` checkpoint unless ``train.best_metric`` says otherwise."""
 

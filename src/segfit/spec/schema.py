@@ -8,13 +8,13 @@ here and nowhere else: code reads fields, never ``get(key, default)``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 
 @dataclass
 class ModelSpec:
     name: str = ""
-    """Model family; picks the recipe (``sam2``; ``mask2former`` and ``siamban`` later)."""
+    """Model family; picks the recipe (``sam2``, ``mask2former``; ``siamban`` later)."""
     checkpoint: str | None = None
     """Weights to start from: a Hugging Face model directory, a ``.safetensors`` file or an official ``.pt``."""
 
@@ -225,6 +225,9 @@ class ExportSpec:
 class Spec:
     """A whole run: what to train, on what, how, and where the results go."""
 
+    ALIASES: ClassVar[dict[str, str]] = {}
+    """Other names a family accepts for its keys (e.g. another toolkit's): dotted alias → dotted key. The loader
+    moves an aliased value to its key before checking; giving both is an error."""
     results_dir: str = "runs/default"
     """Every output of the run: checkpoints, logs, metrics, plots, samples, exports."""
     model: ModelSpec = field(default_factory=ModelSpec)
