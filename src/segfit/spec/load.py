@@ -7,6 +7,7 @@ Precedence: dataclass defaults < spec file < command line.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
@@ -18,7 +19,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from segfit.registry import spec_class_for
+from segfit.registry import FAMILIES, spec_class_for
 from segfit.spec.schema import Spec
 
 
@@ -34,10 +35,21 @@ def load_spec(path: str | Path | None, overrides: list[str] | tuple[str, ...] = 
     """Read ``path`` (may be None: overrides only), apply ``overrides`` and return the family's typed spec."""
     raw = _read_raw(path, overrides)
     name = (raw.get("model") or {}).get("name") if isinstance(raw.get("model"), dict) else None
-    if not name:
-        raise SpecError("model.name: missing; say which model family to use, e.g. model.name=sam2")
+    if not name:  # a spec written for one model (TAO's, say) names none: its keys may fit one family only
+        fitting = [family for family in FAMILIES if _fits(spec_class_for(family), raw)]
+        if len(fitting) != 1:
+            raise SpecError("model.name: missing; say which model family to use, e.g. model.name=sam2")
+        name = fitting[0]
     cls = spec_class_for(name)
     return from_dict(cls, resolve_aliases(raw, cls.ALIASES))
+
+
+def _fits(cls: type, raw: dict[str, Any]) -> bool:
+    try:
+        from_dict(cls, resolve_aliases(copy.deepcopy(raw), cls.ALIASES))
+    except SpecError:
+        return False
+    return True
 
 
 def resolve_aliases(raw: dict[str, Any], aliases: dict[str, str]) -> dict[str, Any]:
