@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, SwinConfig
 
 from segfit.models.mask2former.spec import SWIN_SIZES, Mask2FormerModelSpec
-from segfit.models.mask2former.swin_weights import BACKBONE_PREFIX, read_backbone_weights
+from segfit.models.mask2former.swin_weights import BACKBONE_PREFIX, current_names, read_backbone_weights
 
 Report = dict[str, list[str]]
 
@@ -51,12 +51,12 @@ def build_mask2former(spec: Mask2FormerModelSpec, class_names: list[str]) -> Mas
 
 
 def read_model_weights(path: str) -> dict[str, torch.Tensor]:
-    """A transformers model directory (``model.safetensors``) or a ``.safetensors`` file."""
+    """A transformers model directory (``model.safetensors``) or a ``.safetensors`` file (segfit's or the Hub's names)."""
     file = Path(path) / "model.safetensors" if Path(path).is_dir() else Path(path)
     if not file.is_file() or file.suffix != ".safetensors":
         raise FileNotFoundError(f"{path}: expected a transformers model directory (with model.safetensors) or a "
                                 f".safetensors file")
-    return load_file(str(file))
+    return current_names(load_file(str(file)))
 
 
 def load_partial(model: torch.nn.Module, weights: dict[str, torch.Tensor], prefix: str = "") -> Report:

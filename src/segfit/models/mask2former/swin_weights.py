@@ -1,6 +1,8 @@
-"""Backbone-only Swin weights: official (microsoft/Swin-Transformer, timm, Mask2Former's D2 backbone) or transformers
-key names, read from ``.pth``/``.pt`` (never unpickling objects) or ``.safetensors``, renamed to the transformers
-``SwinBackbone`` inside Mask2Former."""
+"""Swin weight names → the transformers ``SwinBackbone`` inside Mask2Former, from three conventions: official
+(microsoft/Swin-Transformer, timm, Mask2Former's D2 backbone: fused ``qkv``), the transformers checkpoint files
+on the Hub (``attention.self.query``, ``intermediate.dense``: what ``save_pretrained`` still writes) and the
+current transformers modules. Backbone-only files are read from ``.pth``/``.pt`` (never unpickling objects) or
+``.safetensors``."""
 
 from __future__ import annotations
 
@@ -24,6 +26,11 @@ _RENAMES: list[tuple[str, str]] = [
     (r"^layers\.(\d+)\.downsample\.", r"swin.encoder.layers.\1.downsample."),
     (r"^norm\.", "swin.layernorm."),
 ]
+_HUB_PARTS = [(".attention.self.query.", ".attention.q_proj."), (".attention.self.key.", ".attention.k_proj."),
+              (".attention.self.value.", ".attention.v_proj."), (".attention.output.dense.", ".attention.o_proj."),
+              (".attention.self.relative_position_bias_table", ".attention.relative_position_bias.relative_position_bias_table"),
+              (".intermediate.dense.", ".mlp.fc1."), (".output.dense.", ".mlp.fc2.")]
+"""Hub checkpoint name parts → current module names, applied in order (attention's output before the MLP's)."""
 _QKV = re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.attn\.qkv\.(weight|bias)$")
 _STAGE_NORM = re.compile(r"^norm([0-3])\.(weight|bias)$")
 
@@ -46,7 +53,22 @@ def read_backbone_weights(path: str) -> dict[str, torch.Tensor]:
     return renamed
 
 
+def current_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A whole model's tensors with its backbone's Hub-file names made current (other names unchanged)."""
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        inner = name.removeprefix(BACKBONE_PREFIX)
+        out.update({BACKBONE_PREFIX + k: v for k, v in _rename(inner, tensor).items()} if inner != name else {name: tensor})
+    return out
+
+
 def _rename(name: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
+    if name.startswith(("embeddings.", "encoder.")):  # Hub files leave out the Swin model's "swin." level
+        name = "swin." + name
+    if name.startswith("swin."):
+        for old, new in _HUB_PARTS:
+            name = name.replace(old, new, 1)
+        return {name: tensor}
     if match := _QKV.match(name):
         layer, block, kind = match.groups()
         base = f"swin.encoder.layers.{layer}.blocks.{block}.attention"
