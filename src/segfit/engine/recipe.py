@@ -57,6 +57,10 @@ class Recipe(Protocol):
         """Forward pass and loss terms as scalars; the total under ``loss``. Other keys (e.g. ``iou``) are logged."""
         ...
 
+    def check_data(self) -> list[Any]:
+        """``segfit data check``: a report per split of the spec (``ok``, ``format()``), naming every bad file."""
+        ...
+
     def evaluate(self, model: nn.Module, split: str, samples_dir: Path | None = None) -> dict[str, float]:
         """Metrics on a data split (``val`` or ``test``); overlays written to ``samples_dir`` when given."""
         ...

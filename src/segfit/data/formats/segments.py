@@ -31,16 +31,25 @@ class SegmentSplit:
     """``ade``: the folder the JSONL's paths are relative to."""
 
 
-def _index(split: SegmentSplit) -> tuple[list[Any], Callable[[Any], SegmentRecord]]:
-    if split.format == "ade":
-        return ade.index(split.annotations, split.root), semantic_png.load
-    if split.format == "folders":
-        return folders.index(split.images, split.masks), semantic_png.load
+Ids = Callable[[Any], tuple[str, set[int]]]
+"""A sample → (its annotation file, the class ids it holds), without decoding the image."""
+
+
+def _json_ids(key: str, entries: str, where: Callable[[Any], str]) -> Ids:
+    return lambda sample: (where(sample), {int(entry.get(key, 0)) for entry in getattr(sample, entries)})
+
+
+def _index(split: SegmentSplit) -> tuple[list[Any], Callable[[Any], SegmentRecord], Ids]:
+    if split.format in ("ade", "folders"):
+        samples = (ade.index(split.annotations, split.root) if split.format == "ade"
+                   else folders.index(split.images, split.masks))
+        return samples, semantic_png.load, semantic_png.ids
     if split.format == "coco":
         samples = coco.index(SplitSpec(format="coco", images=split.images, annotations=split.annotations))
-        return list(samples.values()), coco.load_segments
+        return list(samples.values()), coco.load_segments, _json_ids("category_id", "annotations", lambda s: str(s.json))
     if split.format == "coco_panoptic":
-        return coco_panoptic.index(split.annotations, split.images, split.masks), coco_panoptic.load
+        samples = coco_panoptic.index(split.annotations, split.images, split.masks)
+        return samples, coco_panoptic.load, _json_ids("category_id", "segments", lambda s: str(s.png))
     raise ValueError(f"segment format {split.format!r} is unknown; formats: ade, folders, coco, coco_panoptic")
 
 
@@ -49,7 +58,7 @@ class SegmentReader:
 
     def __init__(self, split: SegmentSplit):
         self.split = split
-        self.samples, self._load = _index(split)
+        self.samples, self._load, self._ids = _index(split)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -60,3 +69,7 @@ class SegmentReader:
     def load(self, i: int) -> SegmentRecord:
         """Decode sample ``i``; raises ``DataError`` naming the bad file."""
         return self._load(self.samples[i])
+
+    def ids(self, i: int) -> tuple[str, set[int]]:
+        """(annotation file, class ids) of sample ``i``: its mask PNG's values, or its JSON ``category_id``s."""
+        return self._ids(self.samples[i])

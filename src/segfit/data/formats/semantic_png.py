@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from segfit.data.image_io import read_image, read_index_map
 from segfit.data.records import DataError, SegmentRecord, segments_of_map
 
@@ -25,3 +27,8 @@ def load(sample: SemanticSample) -> SegmentRecord:
     masks, values = segments_of_map(ids)
     return SegmentRecord(image=image, masks=masks, category_ids=values, source=str(sample.image),
                          annotation=str(sample.mask))
+
+
+def ids(sample: SemanticSample) -> tuple[str, set[int]]:
+    """The values of the mask PNG (the image is not read)."""
+    return str(sample.mask), {int(v) for v in np.unique(read_index_map(sample.mask, None))}

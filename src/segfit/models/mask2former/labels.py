@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segfit.data.formats.segments import SegmentReader
 from segfit.data.records import DataError, SegmentRecord
 from segfit.models.mask2former.spec import ClassSpec, Mask2FormerDataSpec, Mode
 from segfit.spec.load import SpecError, from_dict
@@ -82,16 +83,34 @@ class LabelMap:
                 generated[k] = c.color
         return generated
 
-    def indices(self, record: SegmentRecord) -> np.ndarray:
-        """Class index of each segment (-1 for ignored ids); an id outside the label map is a ``DataError``."""
-        lookup = {c.id: k for k, c in enumerate(self.classes)}
-        unknown = sorted({int(i) for i in record.category_ids} - lookup.keys() - self.ignored_ids)
+    def check(self, annotation: str, ids: set[int]) -> None:
+        """A ``DataError`` naming ``annotation`` and the values when ``ids`` holds one outside the label map."""
+        unknown = sorted(ids - {c.id for c in self.classes} - self.ignored_ids)
         if unknown:
             known = [c.id for c in self.classes]
             shown = f"{known[:20]}{' ...' if len(known) > 20 else ''}"
-            raise DataError(record.annotation, f"ids {unknown} are not in the label map (class ids {shown}; ignored "
-                                               f"{sorted(self.ignored_ids)}): check data.label_map / data.classes, "
-                                               f"data.background and data.ignore_index")
+            raise DataError(annotation, f"ids {unknown} are not in the label map (class ids {shown}; ignored "
+                                        f"{sorted(self.ignored_ids)}): check data.label_map / data.classes, "
+                                        f"data.background and data.ignore_index")
+
+    def check_split(self, reader: SegmentReader, split: str) -> None:
+        """Every label file of ``reader`` (PNG values, JSON category ids) checked before a run: one ``DataError``
+        listing the bad files with their values."""
+        bad = []
+        for i in range(len(reader)):
+            try:
+                self.check(*reader.ids(i))
+            except DataError as err:
+                bad.append(str(err))
+        if bad:
+            listed = "\n  ".join(bad[:5]) + (f"\n  ... and {len(bad) - 5} more" if len(bad) > 5 else "")
+            raise DataError(f"data.{split}", f"{len(bad)} of {len(reader)} label files hold ids outside the label "
+                                             f"map (segfit data check lists them all):\n  {listed}")
+
+    def indices(self, record: SegmentRecord) -> np.ndarray:
+        """Class index of each segment (-1 for ignored ids); an id outside the label map is a ``DataError``."""
+        self.check(record.annotation, {int(i) for i in record.category_ids})
+        lookup = {c.id: k for k, c in enumerate(self.classes)}
         return np.array([lookup.get(int(i), -1) for i in record.category_ids], np.int64)
 
     def targets(self, record: SegmentRecord, mode: Mode) -> Targets:

@@ -10,13 +10,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 from torch import Tensor, nn
 from transformers import Mask2FormerForUniversalSegmentation
 
+from segfit.data.check import SegmentCheckReport, check_segment_split
 from segfit.data.formats.segments import SegmentReader, SegmentSplit
+from segfit.data.records import DataError
 from segfit.engine.recipe import ParamGroup
 from segfit.models.mask2former import dataset as m2f_dataset
 from segfit.models.mask2former.build import build_mask2former
@@ -82,8 +85,20 @@ class Mask2FormerRecipe:
 
     def train_dataset(self) -> m2f_dataset.Mask2FormerDataset:
         data = self._spec.data
-        return m2f_dataset.Mask2FormerDataset(self.reader(data.train), self.labels, self._spec.model.mode,
-                                              data.augmentation, data.pixel_mean, data.pixel_std, data.on_error)
+        reader = self.reader(data.train)
+        if data.check_labels:
+            self._check_labels({"train": reader, **({"val": self.reader(data.val)} if data.val else {})})
+        return m2f_dataset.Mask2FormerDataset(reader, self.labels, self._spec.model.mode, data.augmentation,
+                                              data.pixel_mean, data.pixel_std, data.on_error)
+
+    def _check_labels(self, readers: dict[str, SegmentReader]) -> None:
+        for split, reader in readers.items():
+            try:
+                self.labels.check_split(reader, split)
+            except DataError as err:
+                if self._spec.data.on_error == "raise":
+                    raise
+                warnings.warn(f"{err} (skipped: data.on_error is skip)", stacklevel=2)
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         return m2f_dataset.collate(samples)
@@ -96,6 +111,19 @@ class Mask2FormerRecipe:
                                     batch["class_labels"], auxiliary)
         return {"loss": sum(terms.values()), "loss_ce": terms["loss_cross_entropy"], "loss_mask": terms["loss_mask"],
                 "loss_dice": terms["loss_dice"]}
+
+    def check_data(self) -> list[SegmentCheckReport]:
+        """``segfit data check``: every labelled split, through the label map of ``model.mode``."""
+        data, mode = self._spec.data, self._spec.model.mode
+        reports = []
+        for name in ("train", "val", "test"):
+            split = getattr(data, name)
+            if split is None or not _has_labels(split):
+                continue
+            reports.append(check_segment_split(
+                name, split.type or data.type, lambda split=split: self.reader(split),
+                lambda record: (record.source, self.labels.targets(record, mode).labels.tolist()), self.labels.names))
+        return reports
 
     # ---- tasks -------------------------------------------------------------------------------------------
     def evaluate(self, model: nn.Module, split: str, samples_dir: Path | None = None) -> dict[str, float]:

@@ -211,6 +211,9 @@ class Mask2FormerDataSpec:
     augmentation: AugmentationSpec = field(default_factory=AugmentationSpec)
     on_error: Literal["raise", "skip"] = "raise"
     """A bad sample: stop naming the file, or skip it and count (segfit)."""
+    check_labels: bool = True
+    """Before training, read every label file of train and val (PNG values, JSON category ids) and stop, naming
+    the files and values, if any id is outside the label map (with ``on_error: skip``: only warn)."""
 
     @property
     def batch_size(self) -> int:
