@@ -149,12 +149,16 @@ class DataSpec:
 
 @dataclass
 class OptimSpec:
+    optimizer: Literal["adamw", "sgd"] = "adamw"
     base_lr: float = 1e-5
     """Learning rate of every trained parameter not given its own rate by the family."""
     weight_decay: float = 0.1
-    """AdamW weight decay; never applied to norms, biases and position embeddings."""
+    """Weight decay; never applied to norms, biases and position embeddings."""
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    scheduler: Literal["constant", "cosine", "multistep"] = "cosine"
+    """adamw: its two moment decay rates."""
+    momentum: float = 0.9
+    """sgd: its momentum."""
+    scheduler: Literal["constant", "cosine", "multistep", "poly"] = "cosine"
     warmup_steps: int = 0
     """Linear warm-up from 0 over this many steps."""
     min_lr_ratio: float = 0.1
@@ -162,6 +166,8 @@ class OptimSpec:
     milestones: list[int] = field(default_factory=list)
     """multistep: steps at which the lr is multiplied by ``gamma``."""
     gamma: float = 0.1
+    power: float = 0.9
+    """poly: lr × (1 − progress)^power over the steps after warm-up (Mask2Former's ``WarmupPolyLR``)."""
     grad_clip: float | None = 0.1
     """Max global gradient L2 norm (official trainer: 0.1); ``null`` disables clipping."""
 

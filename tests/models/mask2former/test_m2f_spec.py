@@ -45,3 +45,13 @@ def test_epochs_become_steps(synthetic, tmp_path):
     resolved = Mask2FormerRecipe(spec).spec  # 4 images, batch 3: 2 steps per epoch
     assert (resolved.train.max_steps, resolved.train.checkpoint_every, resolved.train.eval_every) == (10, 4, 2)
     assert resolved.train.optim.milestones == [6, 8]
+
+
+def test_tao_optimizer_and_step_schedule():
+    spec = load_spec(None, ["model.name=mask2former", "train.optim.type=SGD", "train.optim.lr_scheduler=StepLR",
+                            "train.optim.step_size=3", "train.num_epochs=10"])
+    assert spec.train.optim.optimizer == "sgd" and spec.train.optim.scheduler == "multistep"
+    assert spec.train.optim.milestones == [3, 6, 9]  # epochs; the recipe turns them into steps
+    assert load_spec(None, ["model.name=mask2former", "train.optim.lr_scheduler=WarmupPoly"]).train.optim.scheduler == "poly"
+    with pytest.raises(SpecError, match="step_size"):
+        load_spec(None, ["model.name=mask2former", "train.optim.lr_scheduler=StepLR"])

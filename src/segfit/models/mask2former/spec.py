@@ -230,20 +230,30 @@ class Mask2FormerOptimSpec(OptimSpec):
     base_lr: float = 2e-4
     """Learning rate of everything but the backbone (TAO ``lr``)."""
     weight_decay: float = 0.05
-    type: Literal["AdamW"] = "AdamW"
+    type: Literal["AdamW", "SGD"] | None = None
+    """TAO name of the optimizer; when set, it sets ``optimizer``."""
     backbone_multiplier: float = 0.1
     """Backbone learning rate = base_lr × this."""
-    scheduler: Literal["constant", "cosine", "multistep"] = "multistep"
-    lr_scheduler: Literal["MultiStep", "cosine", "constant"] | None = None
-    """TAO name of the schedule (``MultiStep``: TAO's default); when set, it sets ``scheduler``."""
+    scheduler: Literal["constant", "cosine", "multistep", "poly"] = "multistep"
+    lr_scheduler: Literal["MultiStep", "StepLR", "WarmupPoly", "cosine", "constant"] | None = None
+    """TAO name of the schedule (``MultiStep``: TAO's default); when set, it sets ``scheduler`` (``StepLR``: multistep
+    at every ``step_size``; ``WarmupPoly``: poly)."""
     milestones: list[int] = field(default_factory=lambda: [88, 96])
     """Where the lr is multiplied by ``gamma``: epochs when ``train.num_epochs`` is set, else steps."""
+    step_size: int | None = None
+    """``StepLR``: the lr is multiplied by ``gamma`` every this many epochs (with ``train.num_epochs``) or steps."""
     grad_clip: float | None = 0.01
     """Max global gradient norm (paper 0.01; TAO ``clip_grad_norm`` 0.1)."""
 
     def __post_init__(self) -> None:
+        if self.type is not None:
+            self.optimizer = {"AdamW": "adamw", "SGD": "sgd"}[self.type]
         if self.lr_scheduler is not None:
-            self.scheduler = {"MultiStep": "multistep", "cosine": "cosine", "constant": "constant"}[self.lr_scheduler]
+            self.scheduler = {"MultiStep": "multistep", "StepLR": "multistep", "WarmupPoly": "poly", "cosine": "cosine",
+                              "constant": "constant"}[self.lr_scheduler]
+        if (self.lr_scheduler == "StepLR") != (self.step_size is not None) or (self.step_size or 1) < 1:
+            raise ValueError(f"step_size: a positive step_size goes with lr_scheduler StepLR (and only with it), got "
+                             f"{self.step_size} with {self.lr_scheduler}")
 
 
 @dataclass
@@ -269,6 +279,9 @@ class Mask2FormerTrainSpec(TrainSpec):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name}: must be at least 1, got {value}")
+        if self.optim.step_size is not None:  # StepLR as milestones over the run (epochs or steps, as num_epochs)
+            horizon = self.num_epochs if self.num_epochs is not None else self.max_steps
+            self.optim.milestones = list(range(self.optim.step_size, horizon + 1, self.optim.step_size))
 
 
 @dataclass
