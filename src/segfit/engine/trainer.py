@@ -50,7 +50,8 @@ from segfit.spec.schema import Spec, TrainSpec
 
 
 def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
-    """Run ``spec.train.max_steps`` optimizer steps, continuing from ``checkpoints/last`` when ``train.resume``.
+    """Run ``spec.train.max_steps`` optimizer steps, continuing from ``checkpoints/last`` when ``train.resume`` (or
+    from ``train.resume_from``).
 
     Returns a summary: final ``step``, the last ``train`` record, the last ``val`` metrics, the ``best`` value of
     ``best_metric`` and the paths of the checkpoints and of ``metrics.jsonl``.
@@ -73,8 +74,9 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
         sampler = ResumableSampler(len(dataset), cfg.seed, dist.rank, dist.world_size)
         best_metric = cfg.best_metric or recipe.default_best_metric
         step, best, elapsed_before = 0, None, 0.0
-        if cfg.resume and find_checkpoint(results_dir, "last"):
-            last = results_dir / "checkpoints" / "last"
+        last = Path(cfg.resume_from) if cfg.resume_from else (
+            find_checkpoint(results_dir, "last") if cfg.resume else None)
+        if last is not None:
             state = load_checkpoint(last, model, optimizer, scheduler, scaler, rank=dist.rank,
                                     base=spec.model.checkpoint)
             sampler.load_state_dict(state["sampler_state"])

@@ -194,6 +194,8 @@ class TrainSpec:
     best_mode: Literal["max", "min"] = "max"
     resume: bool = True
     """Continue automatically from ``results_dir/checkpoints/last`` when it exists."""
+    resume_from: str | None = None
+    """A checkpoint directory (``.../checkpoints/last``) to continue from instead, e.g. another run's."""
     compile: bool = False
     """``torch.compile`` the family's hot path (SAM 2: prompt encoder + mask decoder); the first steps compile."""
     optim: OptimSpec = field(default_factory=OptimSpec)

@@ -1,4 +1,5 @@
-"""Auto-resume through the engine: a run stopped at step 2 and resumed repeats the uninterrupted run's losses."""
+"""Auto-resume through the engine: a run stopped at step 2 and resumed repeats the uninterrupted run's losses; TAO's
+``resume_training_checkpoint_path`` continues a saved checkpoint in another results_dir the same way."""
 
 import json
 import shutil
@@ -17,12 +18,15 @@ def _losses(run_dir):
 
 def test_resumed_run_repeats_the_uninterrupted_one(synthetic, tmp_path):
     paths = synthetic("instance")
-    whole = tiny_spec_overrides("instance", paths, tmp_path / "whole") + STEPS
-    train.run(load_spec(None, whole + ["train.max_steps=4"]))
-    parts = tiny_spec_overrides("instance", paths, tmp_path / "parts") + STEPS
-    train.run(load_spec(None, parts + ["train.max_steps=2"]))
-    summary = train.run(load_spec(None, parts + ["train.max_steps=4"]))  # resumes at step 2
-    assert summary["step"] == 4
-    expected, resumed = _losses(tmp_path / "whole"), _losses(tmp_path / "parts")
-    assert [resumed[s] for s in (3, 4)] == [expected[s] for s in (3, 4)]  # same code, numbers and shapes: exact
-    shutil.rmtree(tmp_path)
+
+    def spec(run, *more):
+        return load_spec(None, tiny_spec_overrides("instance", paths, tmp_path / run) + STEPS + list(more))
+
+    train.run(spec("whole", "train.max_steps=4"))
+    train.run(spec("parts", "train.max_steps=2"))
+    shutil.copytree(tmp_path / "parts" / "checkpoints" / "last", tmp_path / "step2")
+    assert train.run(spec("parts", "train.max_steps=4"))["step"] == 4  # resumes at step 2 by itself
+    train.run(spec("elsewhere", "train.max_steps=4", f"train.resume_training_checkpoint_path={tmp_path / 'step2'}"))
+    expected = _losses(tmp_path / "whole")
+    for run in ("parts", "elsewhere"):  # same code, numbers and shapes: exact
+        assert [_losses(tmp_path / run)[s] for s in (3, 4)] == [expected[s] for s in (3, 4)], run

@@ -313,6 +313,7 @@ class Mask2FormerSpec(Spec):
         "dataset": "data",
         "train.pretrained_model_path": "model.checkpoint",
         "train.clip_grad_norm": "train.optim.grad_clip",
+        "train.resume_training_checkpoint_path": "train.resume_from",
         "train.optim.lr": "train.optim.base_lr",
         **{f"data.{split}.{segfit}": f"data.{split}.{tao}" for split in ("train", "val", "test")
            for segfit, tao in (("format", "type"), ("images", "img_dir"), ("masks", "mask_dir"))},
