@@ -1,5 +1,5 @@
 """TAO's example spec (configs/mask2former_tao_coco_panoptic.yaml, key for key) runs with only its paths changed:
-train, evaluate and inference through the CLI. Command-line overrides shrink the model and the images to CPU
+train, evaluate, inference and export through the CLI. Command-line overrides shrink the model and the images to CPU
 test size and pick fp32 (TAO's fp16 needs CUDA); the file itself is untouched apart from the paths."""
 
 import json
@@ -40,7 +40,7 @@ def _tao_paths(tmp_path: Path, paths: dict[str, Path]) -> dict[str, str]:
     }
 
 
-@pytest.mark.slow  # three CLI runs
+@pytest.mark.slow  # four CLI runs
 def test_tao_example_spec_runs_with_paths_changed(synthetic, tmp_path):
     text = TAO_SPEC.read_text()
     for placeholder, path in _tao_paths(tmp_path, synthetic("panoptic")).items():
@@ -60,3 +60,5 @@ def test_tao_example_spec_runs_with_paths_changed(synthetic, tmp_path):
     assert "miou" in json.loads((run / "eval" / "metrics.json").read_text())  # mode: semantic, on panoptic data
     assert main(["inference", "-e", str(spec_file), *CPU_SIZE]) == 0
     assert sorted(p.name for p in (run / "inference").glob("*.png"))[:2] == ["img_0000.png", "img_0000_overlay.png"]
+    assert main(["export", "-e", str(spec_file), *CPU_SIZE]) == 0  # TAO's opset 17 is written as 18, with a message
+    assert (run / "export" / "model.onnx").is_file()
