@@ -93,6 +93,8 @@ class Mask2FormerRecipe:
 
     def _check_labels(self, readers: dict[str, SegmentReader]) -> None:
         for split, reader in readers.items():
+            print(f"data.{split}: checking the ids of {len(reader)} label files against the label map "
+                  f"(data.check_labels)")
             try:
                 self.labels.check_split(reader, split)
             except DataError as err:
