@@ -7,7 +7,7 @@ import torch
 from m2f_tiny import tiny_spec_overrides
 from segfit.models.mask2former.recipe import Mask2FormerRecipe
 from segfit.models.mask2former.swin_weights import BACKBONE_PREFIX
-from segfit.spec import load_spec
+from segfit.spec import SpecError, load_spec
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def _step(recipe, model):
 
 
 def test_freeze_and_param_groups(recipe_for):
-    recipe = recipe_for("train.freeze=[model.pixel_level_module.encoder]", "train.optim.base_lr=1e-3")
+    recipe = recipe_for("train.freeze=[backbone]", "train.optim.base_lr=1e-3")  # TAO's name
     model = recipe.build_model()
     _step(recipe, model)
     for name, param in model.named_parameters():
@@ -61,3 +61,8 @@ def test_deep_supervision_adds_layer_losses(recipe_for):
     without = _step(last_only, model)
     assert without["loss"] == pytest.approx(without["loss_ce"] + without["loss_mask"] + without["loss_dice"], rel=1e-5)
     assert with_aux["loss"] > without["loss"]
+
+
+def test_freezing_nothing_is_an_error(recipe_for):
+    with pytest.raises(SpecError, match="train.freeze: 'backbone.swin' names no module of the model; use one of backbone"):
+        recipe_for("train.freeze=[backbone.swin]").build_model()

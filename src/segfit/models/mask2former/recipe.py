@@ -29,8 +29,16 @@ from segfit.models.mask2former.labels import LabelMap
 from segfit.models.mask2former.predict import torch_forward
 from segfit.models.mask2former.spec import Mask2FormerSpec, SplitSpec
 from segfit.models.mask2former.swin_weights import BACKBONE_PREFIX
+from segfit.spec import SpecError
 
 DEFAULT_BEST = {"semantic": "miou", "instance": "ap", "panoptic": "pq"}
+TAO_MODULES = {
+    "backbone": (BACKBONE_PREFIX,),
+    "sem_seg_head.pixel_decoder": ("model.pixel_level_module.decoder.",),
+    "sem_seg_head.predictor": ("model.transformer_module.", "class_predictor."),
+    "sem_seg_head": ("model.pixel_level_module.decoder.", "model.transformer_module.", "class_predictor."),
+}
+"""TAO's (Detectron2's) module names for ``train.freeze`` → the transformers model's parameter-name prefixes."""
 
 
 class Mask2FormerRecipe:
@@ -60,9 +68,9 @@ class Mask2FormerRecipe:
     # ---- model -------------------------------------------------------------------------------------------
     def build_model(self) -> Mask2FormerForUniversalSegmentation:
         model = build_mask2former(self._spec.model, self.labels.names)
-        frozen = tuple(self._spec.train.freeze)
+        frozen = frozen_prefixes(self._spec.train.freeze, [name for name, _ in model.named_parameters()])
         for name, param in model.named_parameters():
-            param.requires_grad_(not (frozen and name.startswith(frozen)))
+            param.requires_grad_(not name.startswith(frozen))
         if self._spec.train.activation_checkpoint or self._spec.model.backbone.swin.use_checkpoint:
             model.model.pixel_level_module.encoder.gradient_checkpointing_enable()
         return model
@@ -142,6 +150,19 @@ class Mask2FormerRecipe:
         from segfit.models.mask2former.export import export_onnx  # imports the ONNX stack only when exporting
 
         return export_onnx(model, self._spec, out_dir)
+
+
+def frozen_prefixes(freeze: list[str], parameter_names: list[str]) -> tuple[str, ...]:
+    """Parameter-name prefixes of ``train.freeze`` (TAO module names or prefixes); a name freezing nothing is an error."""
+    prefixes: list[str] = []
+    for entry in freeze:
+        chosen = TAO_MODULES.get(entry, (entry,))
+        if not any(name.startswith(chosen) for name in parameter_names):
+            tops = sorted({".".join(name.split(".")[:3]) for name in parameter_names})
+            raise SpecError(f"train.freeze: {entry!r} names no module of the model; use one of "
+                            f"{', '.join(TAO_MODULES)} or a parameter-name prefix such as {', '.join(tops)}")
+        prefixes += chosen
+    return tuple(prefixes)
 
 
 def _has_labels(split: SplitSpec) -> bool:

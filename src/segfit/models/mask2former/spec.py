@@ -267,7 +267,8 @@ class Mask2FormerTrainSpec(TrainSpec):
     validation_interval: int | None = None
     """Epochs between validations; when set, replaces ``eval_every``."""
     freeze: list[str] = field(default_factory=list)
-    """Module names (prefixes of parameter names, e.g. ``model.pixel_level_module.encoder``) not trained."""
+    """Modules not trained: TAO's names (``backbone``, ``sem_seg_head``, ``sem_seg_head.pixel_decoder``,
+    ``sem_seg_head.predictor``) or prefixes of parameter names (``model.pixel_level_module.encoder``)."""
     activation_checkpoint: bool = False
     """Recompute the Swin blocks in the backward pass (less memory)."""
     num_gpus: int = 1
