@@ -19,11 +19,15 @@ from segfit.models.mask2former.spec import Mask2FormerSpec
 from segfit.visualize import save_png, side_by_side
 
 
+Scores = SemanticScores | MaskAP | PanopticQuality
+
+
 def evaluate_split(forward: Forward, reader: SegmentReader, spec: Mask2FormerSpec, labels: LabelMap,
                    samples_dir: Path | None) -> dict[str, float]:
     mode, limit = spec.model.mode, min(len(reader), spec.evaluate.max_images or len(reader))
-    scores = {"semantic": lambda: SemanticScores(labels.num_classes), "instance": lambda: MaskAP(labels.num_classes),
-              "panoptic": lambda: PanopticQuality(labels.is_thing)}[mode]()
+    scores: Scores = {"semantic": lambda: SemanticScores(labels.num_classes),
+                      "instance": lambda: MaskAP(labels.num_classes),
+                      "panoptic": lambda: PanopticQuality(labels.is_thing)}[mode]()
     evaluated, skipped = 0, 0
     for i in range(limit):
         try:
@@ -46,7 +50,7 @@ def evaluate_split(forward: Forward, reader: SegmentReader, spec: Mask2FormerSpe
     return {**metrics, **extra, "num_images": evaluated, "skipped_images": skipped}
 
 
-def _update(scores, record: SegmentRecord, targets: Targets, prediction: Prediction, labels: LabelMap) -> None:
+def _update(scores: Scores, record: SegmentRecord, targets: Targets, prediction: Prediction, labels: LabelMap) -> None:
     if prediction.semantic is not None:
         scores.update(prediction.semantic, semantic_truth(targets))
     elif prediction.instances is not None:

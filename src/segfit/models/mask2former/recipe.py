@@ -27,7 +27,7 @@ from segfit.models.mask2former.evaluate import evaluate_split
 from segfit.models.mask2former.inference import run_inference
 from segfit.models.mask2former.labels import LabelMap
 from segfit.models.mask2former.predict import torch_forward
-from segfit.models.mask2former.spec import Mask2FormerSpec, SplitSpec
+from segfit.models.mask2former.spec import Mask2FormerSpec, Mask2FormerSplitSpec
 from segfit.models.mask2former.swin_weights import BACKBONE_PREFIX
 from segfit.spec import SpecError
 
@@ -88,7 +88,7 @@ class Mask2FormerRecipe:
                 ParamGroup(name="heads", params=rest, lr=optim.base_lr)]
 
     # ---- data --------------------------------------------------------------------------------------------
-    def reader(self, split: SplitSpec) -> SegmentReader:
+    def reader(self, split: Mask2FormerSplitSpec) -> SegmentReader:
         return SegmentReader(segment_split(split, self._spec.data.type))
 
     def train_dataset(self) -> m2f_dataset.Mask2FormerDataset:
@@ -165,11 +165,11 @@ def frozen_prefixes(freeze: list[str], parameter_names: list[str]) -> tuple[str,
     return tuple(prefixes)
 
 
-def _has_labels(split: SplitSpec) -> bool:
+def _has_labels(split: Mask2FormerSplitSpec) -> bool:
     return bool(split.annot_file or split.mask_dir or split.panoptic_json or split.instance_json)
 
 
-def segment_split(split: SplitSpec, default_type: str) -> SegmentSplit:
+def segment_split(split: Mask2FormerSplitSpec, default_type: str) -> SegmentSplit:
     """A TAO split's paths (relative ones under ``root_dir``) as the reader's ``SegmentSplit``."""
     def under_root(path: str) -> str:
         return str(Path(split.root_dir) / path) if path and split.root_dir else path

@@ -132,7 +132,7 @@ class ClassSpec:
 
 
 @dataclass
-class SplitSpec:
+class Mask2FormerSplitSpec:
     """One split on disk; paths are relative to ``root_dir`` when not absolute."""
 
     type: DatasetType | None = None
@@ -190,10 +190,10 @@ class Mask2FormerDataSpec:
     ``mask_dir`` of class-id PNGs), ``coco`` (instance JSON, polygons or RLE), ``coco_panoptic`` (JSON + PNGs).
     Any mode trains on any format that has what it needs: semantic maps come from every format, instances and
     panoptic segments from ``coco`` and ``coco_panoptic``."""
-    train: SplitSpec = field(default_factory=SplitSpec)
-    val: SplitSpec | None = None
+    train: Mask2FormerSplitSpec = field(default_factory=Mask2FormerSplitSpec)
+    val: Mask2FormerSplitSpec | None = None
     """Validation split, evaluated every ``validation_interval`` epochs (``eval_every`` steps); drives ``best``."""
-    test: SplitSpec | None = None
+    test: Mask2FormerSplitSpec | None = None
     """Split of ``segfit evaluate`` (else ``val``); its ``img_dir`` is what ``segfit inference`` runs on."""
     label_map: str = ""
     """JSON file: a list of ``{"id", "name", "color", "isthing"}`` (TAO); or use ``classes``."""
