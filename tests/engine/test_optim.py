@@ -125,3 +125,18 @@ def test_schedule_formula_edges():
     assert lr_factor(50, OptimSpec(scheduler="cosine", min_lr_ratio=0.25), 10) == 0.25  # held after the end
     assert lr_factor(3, OptimSpec(scheduler="cosine", warmup_steps=20, min_lr_ratio=0.0), 10) == pytest.approx(0.2)
     assert math.isclose(lr_factor(5, OptimSpec(scheduler="cosine", min_lr_ratio=0.0), 10), 0.5)
+
+
+def test_poly_decays_to_zero_at_max_steps():
+    spec = OptimSpec(scheduler="poly", power=0.9, warmup_steps=2)
+    assert lr_factor(0, spec, 12) == pytest.approx(0.5)  # warm-up
+    assert lr_factor(7, spec, 12) == pytest.approx((1 - 5 / 10) ** 0.9)
+    assert lr_factor(12, spec, 12) == 0.0
+
+
+def test_sgd_with_momentum():
+    net = Net()
+    optimizer = build_optimizer(_groups(net), OptimSpec(optimizer="sgd", momentum=0.8, weight_decay=0.01))
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert {g["momentum"] for g in optimizer.param_groups} == {0.8}
+    assert sorted({g["weight_decay"] for g in optimizer.param_groups}) == [0.0, 0.01]

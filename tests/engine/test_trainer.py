@@ -87,8 +87,7 @@ def test_resumed_run_continues_exactly_like_an_uninterrupted_one(tmp_path, case)
 
 
 def test_mixed_datasets_log_their_sample_counts_and_phases_evaluate(tmp_path):
-    spec = toy_spec(tmp_path, max_steps=30, log_every=5)
-    spec = dataclasses.replace(spec, data=dataclasses.replace(spec.data, phases_per_epoch=2))
+    spec = toy_spec(tmp_path, max_steps=30, log_every=5, phases_per_epoch=2)
     recipe = ToyRecipe(spec, mix=MIX)
     train(recipe, spec)
     # what the run should have done, from the sampler alone: its batches' datasets and its phase ends

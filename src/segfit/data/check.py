@@ -9,7 +9,7 @@ short for a clip.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from segfit.data.formats import VIDEO_FORMATS, open_split, open_video_split
 from segfit.data.records import DataError
@@ -100,6 +100,54 @@ class VideoCheckReport(_Findings):
         return (f"{self.name} ({self.data_format}): {self.num_videos} videos, {self.num_loaded} loaded, "
                 f"{self.num_frames} frames ({self.num_annotated} annotated), {self.num_objects} objects: "
                 f"{self._status()}")
+
+
+@dataclass
+class SegmentCheckReport(_Findings):
+    """A labelled-segment split (semantic, instance, panoptic); problems include ids outside the label map;
+    warnings: images with nothing to train on, classes never seen."""
+
+    num_images: int = 0
+    num_loaded: int = 0
+    num_segments: int = 0
+    """Training targets (masks with a class) over the loaded images."""
+    images_per_class: dict[str, int] = field(default_factory=dict)
+    """Class name → images that hold it."""
+
+    def summary(self) -> str:
+        seen = sum(1 for count in self.images_per_class.values() if count)
+        return (f"{self.name} ({self.data_format}): {self.num_images} images, {self.num_loaded} loaded, "
+                f"{self.num_segments} segments, {seen}/{len(self.images_per_class)} classes seen: {self._status()}")
+
+
+def check_segment_split(name: str, data_format: str, open_reader: Callable[[], Any],
+                        targets: Callable[[Any], tuple[Any, list[int]]], class_names: list[str]) -> SegmentCheckReport:
+    """Load every sample and turn it into targets (never stopping at a bad one). ``open_reader()`` indexes the
+    split; ``targets(record)`` → (the record's source, class indices of its targets), raising ``DataError``."""
+    report = SegmentCheckReport(name=name, data_format=data_format, images_per_class=dict.fromkeys(class_names, 0))
+    try:
+        reader = open_reader()
+    except DataError as err:
+        report.problems.append((err.path, err.problem))
+        return report
+    report.num_images = len(reader)
+    for i in range(len(reader)):
+        try:
+            source, labels = targets(reader.load(i))
+        except DataError as err:
+            report.problems.append((err.path, err.problem))
+            continue
+        report.num_loaded += 1
+        report.num_segments += len(labels)
+        if not labels:
+            report.warnings.append((source, "no segment of a class (nothing to train on)"))
+        for k in set(labels):
+            report.images_per_class[class_names[k]] += 1
+    unseen = [c for c, count in report.images_per_class.items() if not count]
+    if unseen and report.num_loaded:
+        report.warnings.append((name, f"{len(unseen)} class(es) never seen: {', '.join(unseen[:10])}"
+                                      f"{' ...' if len(unseen) > 10 else ''}"))
+    return report
 
 
 def check_split(name: str, split: SplitSpec, min_object_area: int = 1) -> CheckReport:

@@ -1,4 +1,4 @@
-"""AdamW over the recipe's parameter groups, and the learning-rate schedules (stepped once per optimizer step).
+"""AdamW (or SGD) over the recipe's parameter groups, and the learning-rate schedules (stepped once per optimizer step).
 
 Weight-decay rule: decay pulls weights towards zero, which regularises matrices and kernels but distorts
 parameters that are scales, shifts or lookup positions. So no weight decay on parameters with at most one
@@ -23,8 +23,9 @@ def takes_weight_decay(name: str, param: nn.Parameter) -> bool:
     return param.ndim > 1 and not any(part in name for part in NO_DECAY_NAME_PARTS)
 
 
-def build_optimizer(groups: list[ParamGroup], spec: OptimSpec) -> torch.optim.AdamW:
-    """AdamW with each recipe group split into a decayed and a non-decayed group (both keep the group's ``name``)."""
+def build_optimizer(groups: list[ParamGroup], spec: OptimSpec) -> torch.optim.Optimizer:
+    """AdamW (or SGD) with each recipe group split into a decayed and a non-decayed group (both keep the group's
+    ``name``)."""
     if len(spec.betas) != 2:
         raise ValueError(f"train.optim.betas: expected two values (beta1, beta2), got {spec.betas}")
     owner: dict[int, str] = {}
@@ -46,6 +47,8 @@ def build_optimizer(groups: list[ParamGroup], spec: OptimSpec) -> torch.optim.Ad
                 )
     if not torch_groups:
         raise ValueError("no trainable parameters: every parameter of recipe.param_groups() has requires_grad=False")
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(torch_groups, lr=spec.base_lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
     betas = (spec.betas[0], spec.betas[1])
     return torch.optim.AdamW(torch_groups, lr=spec.base_lr, betas=betas, weight_decay=spec.weight_decay)
 
@@ -55,17 +58,21 @@ def lr_factor(step: int, spec: OptimSpec, max_steps: int) -> float:
 
     Warm-up ramps linearly so that step ``k`` (1-based) of ``warmup_steps`` uses ``k / warmup_steps``; the
     schedule proper then runs over the remaining steps: cosine reaches ``min_lr_ratio`` at ``max_steps``,
-    multistep multiplies by ``gamma`` at each milestone (as ``torch.optim.lr_scheduler.MultiStepLR``).
+    multistep multiplies by ``gamma`` at each milestone (as ``torch.optim.lr_scheduler.MultiStepLR``), poly decays
+    as (1 − progress)^power to 0 at ``max_steps``.
     """
     warmup = min(1.0, (step + 1) / spec.warmup_steps) if spec.warmup_steps > 0 else 1.0
     if spec.scheduler == "constant":
         return warmup
+    progress = min(1.0, max(0.0, (step - spec.warmup_steps) / max(1, max_steps - spec.warmup_steps)))
     if spec.scheduler == "cosine":
-        progress = min(1.0, max(0.0, (step - spec.warmup_steps) / max(1, max_steps - spec.warmup_steps)))
         return warmup * (spec.min_lr_ratio + (1 - spec.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
     if spec.scheduler == "multistep":
         return warmup * spec.gamma ** sum(step >= m for m in spec.milestones)
-    raise ValueError(f"train.optim.scheduler: unknown schedule {spec.scheduler!r}; known: constant, cosine, multistep")
+    if spec.scheduler == "poly":
+        return warmup * (1 - progress) ** spec.power
+    raise ValueError(f"train.optim.scheduler: unknown schedule {spec.scheduler!r}; known: constant, cosine, multistep, "
+                     f"poly")
 
 
 def build_scheduler(

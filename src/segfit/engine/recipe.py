@@ -23,6 +23,8 @@ class ParamGroup(dict):
 
 class Recipe(Protocol):
     spec: Any
+    """The spec the engine runs: the one the recipe was made from, with any settings that depend on the data
+    resolved (e.g. epochs → steps)."""
     default_best_metric: str
     """Validation metric that picks the ``best`` checkpoint unless ``train.best_metric`` says otherwise."""
 
@@ -53,6 +55,10 @@ class Recipe(Protocol):
 
     def training_step(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
         """Forward pass and loss terms as scalars; the total under ``loss``. Other keys (e.g. ``iou``) are logged."""
+        ...
+
+    def check_data(self) -> list[Any]:
+        """``segfit data check``: a report per split of the spec (``ok``, ``format()``), naming every bad file."""
         ...
 
     def evaluate(self, model: nn.Module, split: str, samples_dir: Path | None = None) -> dict[str, float]:

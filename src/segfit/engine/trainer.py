@@ -50,7 +50,8 @@ from segfit.spec.schema import Spec, TrainSpec
 
 
 def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
-    """Run ``spec.train.max_steps`` optimizer steps, continuing from ``checkpoints/last`` when ``train.resume``.
+    """Run ``spec.train.max_steps`` optimizer steps, continuing from ``checkpoints/last`` when ``train.resume`` (or
+    from ``train.resume_from``).
 
     Returns a summary: final ``step``, the last ``train`` record, the last ``val`` metrics, the ``best`` value of
     ``best_metric`` and the paths of the checkpoints and of ``metrics.jsonl``.
@@ -72,12 +73,13 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
         dataset = recipe.train_dataset()
         if not isinstance(dataset, MixedDataset):
             dataset = MixedDataset([Source("train", dataset, spec.data.batch_size)])
-        phases = spec.data.phases_per_epoch
+        phases = cfg.phases_per_epoch
         sampler = MixedBatchSampler(dataset, cfg.seed, dist.rank, dist.world_size, phases or 1)
         best_metric = cfg.best_metric or recipe.default_best_metric
         step, best, elapsed_before = 0, None, 0.0
-        if cfg.resume and find_checkpoint(results_dir, "last"):
-            last = results_dir / "checkpoints" / "last"
+        last = Path(cfg.resume_from) if cfg.resume_from else (
+            find_checkpoint(results_dir, "last") if cfg.resume else None)
+        if last is not None:
             state = load_checkpoint(last, model, optimizer, scheduler, scaler, rank=dist.rank,
                                     base=spec.model.checkpoint)
             sampler.load_state_dict(state["sampler_state"])
@@ -288,7 +290,8 @@ def _metric(metrics: dict[str, Any], name: str) -> float:
 def _check(cfg: TrainSpec, batch_size: int) -> None:
     at_least = {"train.grad_accum_steps": (cfg.grad_accum_steps, 1), "train.log_every": (cfg.log_every, 1),
                 "train.checkpoint_every": (cfg.checkpoint_every, 1), "train.eval_every": (cfg.eval_every, 0),
-                "train.max_steps": (cfg.max_steps, 0), "data.batch_size": (batch_size, 1)}
+                "train.max_steps": (cfg.max_steps, 0), "data.batch_size": (batch_size, 1),
+                "train.phases_per_epoch": (1 if cfg.phases_per_epoch is None else cfg.phases_per_epoch, 1)}
     for key, (value, minimum) in at_least.items():
         if value < minimum:
             raise ValueError(f"{key}: {value} must be at least {minimum}")

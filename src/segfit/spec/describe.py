@@ -34,6 +34,8 @@ def field_docs(cls: type) -> dict[str, str]:
 def _default(f: dataclasses.Field) -> Any:
     if f.default is not dataclasses.MISSING:
         return f.default
+    if f.default_factory is dataclasses.MISSING:
+        return "required"
     value = f.default_factory()  # type: ignore[misc]
     return None if dataclasses.is_dataclass(value) else value
 
@@ -60,7 +62,7 @@ def rows(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
             optional = type(None) in typing.get_args(tp)
             if docs.get(f.name) or optional:
                 out.append((prefix + f.name, "section" + (" or null" if optional else ""), "null" if optional else "", docs.get(f.name, "")))
-            out += rows(nested[0], f"{prefix}{f.name}.")
+            out += rows(nested[0], f"{prefix}{f.name}{'[]' if typing.get_origin(tp) is list else ''}.")
         else:
             out.append((prefix + f.name, _type(tp), repr(_default(f)), docs.get(f.name, "")))
     return out
@@ -77,7 +79,12 @@ def markdown() -> str:
     ]
     for name in FAMILIES:
         lines += ["", f"## model.name: {name}", "", "| key | type | default | meaning |", "|---|---|---|---|"]
-        lines += [f"| `{k}` | {t} | `{d}` | {doc} |" if d else f"| `{k}` | {t} | | {doc} |" for k, t, d, doc in rows(spec_class_for(name))]
+        cls = spec_class_for(name)
+        lines += [f"| `{k}` | {t} | `{d}` | {doc} |" if d else f"| `{k}` | {t} | | {doc} |" for k, t, d, doc in rows(cls)]
+        if cls.ALIASES:
+            lines += ["", "Other names accepted for these keys (the value moves to the key; giving both is an error):", "",
+                      "| also accepted | key |", "|---|---|"]
+            lines += [f"| `{alias}` | `{key}` |" for alias, key in cls.ALIASES.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -8,13 +8,13 @@ here and nowhere else: code reads fields, never ``get(key, default)``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import ClassVar, Literal
 
 
 @dataclass
 class ModelSpec:
     name: str = ""
-    """Model family; picks the recipe (``sam2``; ``mask2former`` and ``siamban`` later)."""
+    """Model family; picks the recipe (``sam2``, ``mask2former``; ``siamban`` later)."""
     checkpoint: str | None = None
     """Weights to start from: a Hugging Face model directory, a ``.safetensors`` file or an official ``.pt``."""
 
@@ -171,16 +171,11 @@ class DataSpec:
     """Several training datasets at once (images and videos), each with its own batch size and repeat factor, instead
     of ``data.train``; each batch comes from one of them, drawn in proportion to the batches each has left in the
     epoch (docs/video.md, "Mixed training")."""
-    phases_per_epoch: int | None = None
-    """Also evaluate and checkpoint at the end of every 1/N of a data epoch (the official trainer's phases); empty:
-    only every ``train.eval_every`` / ``train.checkpoint_every`` steps."""
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_num_objects", "min_object_area"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
-        if self.phases_per_epoch is not None and self.phases_per_epoch < 1:
-            raise ValueError(f"phases_per_epoch: must be at least 1, got {self.phases_per_epoch}")
         if self.train_mix and self.train.images:
             raise ValueError("train_mix: give data.train or data.train_mix, not both")
 
@@ -194,12 +189,16 @@ class DataSpec:
 
 @dataclass
 class OptimSpec:
+    optimizer: Literal["adamw", "sgd"] = "adamw"
     base_lr: float = 1e-5
     """Learning rate of every trained parameter not given its own rate by the family."""
     weight_decay: float = 0.1
-    """AdamW weight decay; never applied to norms, biases and position embeddings."""
+    """Weight decay; never applied to norms, biases and position embeddings."""
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    scheduler: Literal["constant", "cosine", "multistep"] = "cosine"
+    """adamw: its two moment decay rates."""
+    momentum: float = 0.9
+    """sgd: its momentum."""
+    scheduler: Literal["constant", "cosine", "multistep", "poly"] = "cosine"
     warmup_steps: int = 0
     """Linear warm-up from 0 over this many steps."""
     min_lr_ratio: float = 0.1
@@ -207,6 +206,8 @@ class OptimSpec:
     milestones: list[int] = field(default_factory=list)
     """multistep: steps at which the lr is multiplied by ``gamma``."""
     gamma: float = 0.1
+    power: float = 0.9
+    """poly: lr × (1 − progress)^power over the steps after warm-up (Mask2Former's ``WarmupPolyLR``)."""
     grad_clip: float | None = 0.1
     """Max global gradient L2 norm (official trainer: 0.1); ``null`` disables clipping."""
 
@@ -226,6 +227,9 @@ class TrainSpec:
     """Steps between checkpoints (one is always written at the end)."""
     eval_every: int = 50
     """Steps between validation runs (needs ``data.val``); 0 disables."""
+    phases_per_epoch: int | None = None
+    """Also evaluate and checkpoint at the end of every 1/N of a data epoch (the official SAM 2 trainer's phases);
+    empty: only every ``eval_every`` / ``checkpoint_every`` steps."""
     log_every: int = 10
     """Steps between records in metrics.jsonl / TensorBoard."""
     best_metric: str = ""
@@ -233,6 +237,8 @@ class TrainSpec:
     best_mode: Literal["max", "min"] = "max"
     resume: bool = True
     """Continue automatically from ``results_dir/checkpoints/last`` when it exists."""
+    resume_from: str | None = None
+    """A checkpoint directory (``.../checkpoints/last``) to continue from instead, e.g. another run's."""
     compile: bool = False
     """``torch.compile`` the family's hot path (SAM 2: prompt encoder + mask decoder); the first steps compile."""
     optim: OptimSpec = field(default_factory=OptimSpec)
@@ -270,6 +276,9 @@ class ExportSpec:
 class Spec:
     """A whole run: what to train, on what, how, and where the results go."""
 
+    ALIASES: ClassVar[dict[str, str]] = {}
+    """Other names a family accepts for its keys (e.g. another toolkit's): dotted alias → dotted key. The loader
+    moves an aliased value to its key before checking; giving both is an error."""
     results_dir: str = "runs/default"
     """Every output of the run: checkpoints, logs, metrics, plots, samples, exports."""
     model: ModelSpec = field(default_factory=ModelSpec)

@@ -5,14 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from segfit.data.check import CheckReport, VideoCheckReport, check_splits
 from segfit.data.extract import extract_frames as extract_video_frames
 from segfit.data.synthetic import write_synthetic_images, write_synthetic_videos
+from segfit.data.synthetic_segments import write_synthetic_segments
+from segfit.registry import recipe_for
 
 SYNTH_DEFAULTS = {
     "image": {"format": "labpics", "num_train": 16, "num_val": 4, "size": (240, 320)},
     "video": {"format": "davis", "num_train": 4, "num_val": 2, "size": (120, 160)},
+    "semantic": {"format": "ade", "num_train": 16, "num_val": 4, "size": (128, 160)},
+    "instance": {"format": "coco", "num_train": 16, "num_val": 4, "size": (128, 160)},
+    "panoptic": {"format": "coco_panoptic", "num_train": 16, "num_val": 4, "size": (128, 160)},
 }
+KIND_FORMATS = {"image": ("labpics", "coco", "sa1b"), "video": ("davis",), "semantic": ("ade",), "instance": ("coco",),
+                "panoptic": ("coco_panoptic",)}
+"""Formats each kind can be written in (``ade`` writes the ``folders`` layout too)."""
 """What ``segfit data synth`` writes for each ``--kind`` when an option is not given."""
 
 
@@ -22,10 +29,13 @@ def synth(out_dir: str, kind: str = "image", format: str | None = None, num_trai
     """Write a synthetic dataset; options left None take the kind's ``SYNTH_DEFAULTS``."""
     given = {"format": format, "num_train": num_train, "num_val": num_val, "size": size}
     options = {**SYNTH_DEFAULTS[kind], **{key: value for key, value in given.items() if value is not None}}
-    if (options["format"] == "davis") != (kind == "video"):
-        raise ValueError(f"--format {options['format']} does not fit --kind {kind}: synthetic videos are written in "
-                         f"the davis layout, images in labpics, coco or sa1b")
-    if kind == "video":
+    if options["format"] not in KIND_FORMATS[kind]:
+        raise ValueError(f"--format {options['format']} does not fit --kind {kind}: it is written in "
+                         f"{' or '.join(KIND_FORMATS[kind])}")
+    if kind in ("semantic", "instance", "panoptic"):
+        paths = write_synthetic_segments(out_dir, kind, num_train=options["num_train"], num_val=options["num_val"],
+                                         size=options["size"], seed=seed)
+    elif kind == "video":
         paths = write_synthetic_videos(out_dir, num_train=options["num_train"], num_val=options["num_val"],
                                        size=options["size"], num_frames=num_frames, seed=seed)
     else:
@@ -37,11 +47,11 @@ def synth(out_dir: str, kind: str = "image", format: str | None = None, num_trai
     return paths
 
 
-def check(spec: Any) -> list[CheckReport | VideoCheckReport]:
-    """Check every split the spec names; returns the reports (printing them)."""
-    reports = check_splits(spec.data)
+def check(spec: Any) -> list[Any]:
+    """Check every split the spec names, as its family reads them; returns the reports (printing them)."""
+    reports = recipe_for(spec).check_data()
     if not reports:
-        raise ValueError("data: no split to check; set data.train.images or data.train_mix (and val/test)")
+        raise ValueError("data: no split to check; set the paths of data.train or data.train_mix (and val/test)")
     for report in reports:
         print(report.format())
     return reports

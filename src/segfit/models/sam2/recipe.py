@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from transformers import Sam2Model
 
+from segfit.data.check import CheckReport, VideoCheckReport, check_splits
 from segfit.data.formats import VIDEO_FORMATS, open_split
 from segfit.data.safe import SafeReader
 from segfit.engine.recipe import ParamGroup
@@ -114,6 +115,9 @@ class Sam2Recipe:
         if self.embedding_cache is not None:  # hashed here, in the loader's workers: the step never reads pixels back
             batch["pixel_digests"] = [pixel_digest(image) for image in batch["image"]]
         return batch
+
+    def check_data(self) -> list[CheckReport | VideoCheckReport]:
+        return check_splits(self.spec.data)
 
     # ---- training ----------------------------------------------------------------------------------------
     def training_step(self, model: Sam2Model, batch: dict[str, Any]) -> dict[str, Tensor]:
