@@ -3,6 +3,7 @@
 Examples:
     segfit data synth --kind image --out data/synth
     segfit data synth --kind video --out data/synth_video
+    segfit data synth --kind tracking --out data/synth_tracking --num-frames 24
     segfit data extract-frames sav_train/ --out sav_frames/ --every 4 --workers 8
     segfit data check -e configs/sam2_demo.yaml
     segfit train -e configs/sam2_demo.yaml train.max_steps=200 model.trainable=[mask_decoder]
@@ -46,12 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     data = tasks.add_parser("data", help="dataset tools: synth, check, extract-frames", allow_abbrev=False)
     data_tasks = data.add_subparsers(dest="data_task", required=True, metavar="DATA_TASK")
     synth = data_tasks.add_parser("synth", help="write a synthetic dataset (demo, tests)", allow_abbrev=False)
-    synth.add_argument("--kind", choices=["image", "video"], default="image")
-    synth.add_argument("--format", choices=["labpics", "coco", "sa1b", "davis"],
-                       help="image: labpics (default), coco, sa1b; video: davis (default)")
+    synth.add_argument("--kind", choices=["image", "video", "tracking"], default="image")
+    synth.add_argument("--format", choices=["labpics", "coco", "sa1b", "davis", "got10k"],
+                       help="image: labpics (default), coco, sa1b; video: davis (default); tracking: got10k (default)")
     synth.add_argument("--out", required=True, help="output folder (train/ and val/ inside)")
-    synth.add_argument("--num-train", type=int, help="images (default 16) or videos (default 4)")
-    synth.add_argument("--num-val", type=int, help="images (default 4) or videos (default 2)")
+    synth.add_argument("--num-train", type=int, help="images (default 16), videos (default 4) or sequences (default 8)")
+    synth.add_argument("--num-val", type=int, help="images (default 4), videos or sequences (default 2)")
     synth.add_argument("--size", help="HxW of the images (default 240x320) or frames (default 120x160)")
     synth.add_argument("--num-frames", type=int, default=8, help="frames per video")
     synth.add_argument("--seed", type=int, default=0)

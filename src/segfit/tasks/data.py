@@ -5,13 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from segfit.data.check import CheckReport, VideoCheckReport, check_splits
+from segfit.data.check import CheckReport, TrackingCheckReport, VideoCheckReport, check_splits
 from segfit.data.extract import extract_frames as extract_video_frames
 from segfit.data.synthetic import write_synthetic_images, write_synthetic_videos
+from segfit.data.synthetic_tracking import write_synthetic_tracking
 
 SYNTH_DEFAULTS = {
     "image": {"format": "labpics", "num_train": 16, "num_val": 4, "size": (240, 320)},
     "video": {"format": "davis", "num_train": 4, "num_val": 2, "size": (120, 160)},
+    "tracking": {"format": "got10k", "num_train": 8, "num_val": 2, "size": (120, 160)},
 }
 """What ``segfit data synth`` writes for each ``--kind`` when an option is not given."""
 
@@ -22,10 +24,13 @@ def synth(out_dir: str, kind: str = "image", format: str | None = None, num_trai
     """Write a synthetic dataset; options left None take the kind's ``SYNTH_DEFAULTS``."""
     given = {"format": format, "num_train": num_train, "num_val": num_val, "size": size}
     options = {**SYNTH_DEFAULTS[kind], **{key: value for key, value in given.items() if value is not None}}
-    if (options["format"] == "davis") != (kind == "video"):
+    if (options["format"] == "davis") != (kind == "video") or (options["format"] == "got10k") != (kind == "tracking"):
         raise ValueError(f"--format {options['format']} does not fit --kind {kind}: synthetic videos are written in "
-                         f"the davis layout, images in labpics, coco or sa1b")
-    if kind == "video":
+                         f"the davis layout, tracking sequences in got10k, images in labpics, coco or sa1b")
+    if kind == "tracking":
+        paths = write_synthetic_tracking(out_dir, num_train=options["num_train"], num_val=options["num_val"],
+                                         size=options["size"], num_frames=num_frames, seed=seed)
+    elif kind == "video":
         paths = write_synthetic_videos(out_dir, num_train=options["num_train"], num_val=options["num_val"],
                                        size=options["size"], num_frames=num_frames, seed=seed)
     else:
@@ -37,7 +42,7 @@ def synth(out_dir: str, kind: str = "image", format: str | None = None, num_trai
     return paths
 
 
-def check(spec: Any) -> list[CheckReport | VideoCheckReport]:
+def check(spec: Any) -> list[CheckReport | VideoCheckReport | TrackingCheckReport]:
     """Check every split the spec names; returns the reports (printing them)."""
     reports = check_splits(spec.data)
     if not reports:
