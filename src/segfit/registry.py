@@ -11,6 +11,7 @@ from typing import Any
 
 FAMILIES: dict[str, tuple[str, str]] = {
     "sam2": ("segfit.models.sam2.spec:Sam2Spec", "segfit.models.sam2.recipe:sam2_recipe"),
+    "siamban": ("segfit.models.siamban.spec:SiambanSpec", "segfit.models.siamban.recipe:siamban_recipe"),
 }
 
 

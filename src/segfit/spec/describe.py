@@ -56,7 +56,10 @@ def rows(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         nested = [a for a in (typing.get_args(tp) or (tp,)) if dataclasses.is_dataclass(a)]
-        if nested:
+        if typing.get_origin(tp) is list and nested:  # a list of sections: its item keys under name[]
+            out.append((prefix + f.name, "list of sections", "", docs.get(f.name, "")))
+            out += rows(nested[0], f"{prefix}{f.name}[].")
+        elif nested:
             optional = type(None) in typing.get_args(tp)
             if docs.get(f.name) or optional:
                 out.append((prefix + f.name, "section" + (" or null" if optional else ""), "null" if optional else "", docs.get(f.name, "")))
