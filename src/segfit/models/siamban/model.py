@@ -110,7 +110,9 @@ class SiamBAN(nn.Module):
         self.register_buffer("std", 255 * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.training_layers: frozenset[str] = frozenset(TRUNK)
         for module in [*self.neck.modules(), *self.heads.modules()]:
-            if isinstance(module, nn.Conv2d):
+            # convs followed by BatchNorm; the output convs keep PyTorch's smaller default, or exp(loc) would start
+            # at wildly large distances whose IoU gradient vanishes
+            if isinstance(module, nn.Conv2d) and module.bias is None:
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
     def features(self, image: Tensor) -> list[Tensor]:

@@ -95,7 +95,9 @@ class Tracker:
         height, width = frame.shape[:2]
         self.center = np.clip(center, 0, [width, height])
         self.size = np.clip(size, MIN_SIZE, [max(width, MIN_SIZE), max(height, MIN_SIZE)])
-        return np.array([*(self.center - self.size / 2), *self.size]), float(score[best])
+        # the centre convention of ``box_center`` both ways, so a still target gives back its box (the reference
+        # writes x = cx − w/2: half a pixel off the x + (w − 1)/2 it reads)
+        return np.array([*(self.center - (self.size - 1) / 2), *self.size]), float(score[best])
 
 
 def track_sequence(tracker: Tracker, frames: Sequence[np.ndarray] | Any, first_box: Sequence[float]) -> np.ndarray:
