@@ -8,7 +8,7 @@ here and nowhere else: code reads fields, never ``get(key, default)``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 
 @dataclass
@@ -255,3 +255,11 @@ class Spec:
     evaluate: EvaluateSpec = field(default_factory=EvaluateSpec)
     inference: InferenceSpec = field(default_factory=InferenceSpec)
     export: ExportSpec = field(default_factory=ExportSpec)
+
+
+def eval_split(data: Any, split: str) -> Any:
+    """The split ``segfit evaluate`` (``test``: ``data.test``, else ``data.val``) or validation (``val``) runs on."""
+    chosen = data.val if split == "val" else (data.test or data.val)
+    if chosen is None:
+        raise ValueError(f"data.{split}: no split to evaluate on; set data.val (or data.test)")
+    return chosen

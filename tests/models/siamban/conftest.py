@@ -1,4 +1,4 @@
-"""Shared SiamBAN test set-up: small synthetic sequences and a tiny spec (``tiny`` backbone, 63 / 127 crops)."""
+"""Shared SiamBAN test set-up: small synthetic sequences (the tiny spec is in ``siamban_specs.py``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from segfit.data.synthetic_tracking import write_synthetic_tracking
-from segfit.spec import load_spec
 
 
 @pytest.fixture(scope="session")
@@ -15,13 +14,3 @@ def tracking_data(tmp_path_factory) -> dict[str, Path]:
     return write_synthetic_tracking(tmp_path_factory.mktemp("tracking"), num_train=6, num_val=2, size=(72, 96),
                                     num_frames=8, seed=1)
 
-
-def tiny_spec(data: dict[str, Path], results_dir: Path, *overrides: str):
-    """A CPU spec of the tiny model on ``data``; ``overrides`` as on the command line."""
-    base = [f"results_dir={results_dir}", "model.name=siamban", "model.backbone=tiny", "model.channels=16",
-            f"data.train.datasets=[{{format: got10k, images: '{data['train_images']}'}}]",
-            f"data.val={{format: got10k, images: '{data['val_images']}'}}", "data.batch_size=4", "data.num_workers=0",
-            "data.template_size=63", "data.search_size=127", "train.device=cpu", "train.max_steps=4",
-            "train.log_every=1", "train.eval_every=0", "train.checkpoint_every=1", "train.unfreeze_step=2",
-            "train.optim.warmup_steps=2", "train.optim.lr_step_every=1"]
-    return load_spec(None, [*base, *overrides])

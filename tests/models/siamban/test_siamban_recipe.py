@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_spec
+from siamban_specs import tiny_spec
 
 from segfit.engine.checkpoint import load_model_weights, seed_everything
 from segfit.engine.logging import read_records

@@ -29,7 +29,7 @@ from segfit.models.siamban.model import SiamBAN
 from segfit.models.siamban.spec import SiambanSpec
 from segfit.models.siamban.tracker import Tracker, torch_functions
 from segfit.models.siamban.weights import load_backbone
-from segfit.spec.tracking import TrackingSplitSpec
+from segfit.spec.schema import eval_split
 
 
 class SiambanRecipe:
@@ -90,17 +90,10 @@ class SiambanRecipe:
         data = self.spec.data
         return Tracker(*torch_functions(model), self.spec.model.tracker, data.template_size, data.search_size)
 
-    def eval_split(self, split: str) -> TrackingSplitSpec:
-        data = self.spec.data
-        chosen = data.val if split == "val" else (data.test or data.val)
-        if chosen is None:
-            raise ValueError(f"data.{split}: no sequences to evaluate on; set data.val (or data.test)")
-        return chosen
-
     @torch.no_grad()
     def evaluate(self, model: SiamBAN, split: str, samples_dir: Path | None = None) -> dict[str, float]:
         """One-pass evaluation: each sequence tracked from its first box."""
-        sequences = [s for s in open_tracking_split(self.eval_split(split)) if len(s.usable)]
+        sequences = [s for s in open_tracking_split(eval_split(self.spec.data, split)) if len(s.usable)]
         sequences = sequences[:self.spec.evaluate.max_images or len(sequences)]
         if not sequences:
             raise ValueError(f"data.{split}: no sequence with a usable first box")
