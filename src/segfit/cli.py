@@ -5,6 +5,7 @@ Examples:
     segfit data synth --kind video --out data/synth_video
     segfit data synth --kind tracking --out data/synth_tracking --num-frames 24
     segfit data extract-frames sav_train/ --out sav_frames/ --every 4 --workers 8
+    segfit data prepare-tracking GOT-10k/train --format got10k --out got10k_crop511/ --workers 8
     segfit data check -e configs/sam2_demo.yaml
     segfit train -e configs/sam2_demo.yaml train.max_steps=200 model.trainable=[mask_decoder]
     segfit evaluate -e configs/sam2_demo.yaml evaluate.max_clicks=20
@@ -44,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("src", help="an official .pt (→ HF directory) or an HF directory / .safetensors (→ official .pt)")
     convert.add_argument("dst", help="the output directory or .pt file")
 
-    data = tasks.add_parser("data", help="dataset tools: synth, check, extract-frames", allow_abbrev=False)
+    data = tasks.add_parser("data", help="dataset tools: synth, check, extract-frames, prepare-tracking",
+                            allow_abbrev=False)
     data_tasks = data.add_subparsers(dest="data_task", required=True, metavar="DATA_TASK")
     synth = data_tasks.add_parser("synth", help="write a synthetic dataset (demo, tests)", allow_abbrev=False)
     synth.add_argument("--kind", choices=["image", "video", "tracking"], default="image")
@@ -64,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
     extract.add_argument("--every", type=int, default=1, help="keep frames 0, k, 2k, ... (SA-V: 4, as the official script)")
     extract.add_argument("--workers", type=int, default=1, help="videos extracted in parallel")
     extract.add_argument("--quality", type=int, default=95, help="JPEG quality")
+    prepare = data_tasks.add_parser("prepare-tracking", help="sequence folders -> pysot crop511 + train.json "
+                                    "(resumable)", allow_abbrev=False)
+    prepare.add_argument("sequences", help="a folder of sequence folders (GOT-10k layout) or of class folders (LaSOT)")
+    prepare.add_argument("--format", choices=["got10k", "lasot"], default="got10k")
+    prepare.add_argument("--out", required=True, help="output folder: crop511/<sequence>/000000.00.x.jpg ... + train.json")
+    prepare.add_argument("--workers", type=int, default=1, help="sequences cropped in parallel")
+    prepare.add_argument("--quality", type=int, default=95, help="JPEG quality")
     return parser
 
 
@@ -87,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
 
             size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else None
             data.synth(args.out, args.kind, args.format, args.num_train, args.num_val, size, args.seed, args.num_frames)
+        elif args.task == "data" and args.data_task == "prepare-tracking":
+            from segfit.tasks import data
+
+            return 0 if data.prepare_tracking(args.sequences, args.format, args.out, args.workers, args.quality) else 1
         elif args.task == "data" and args.data_task == "extract-frames":
             from segfit.tasks import data
 

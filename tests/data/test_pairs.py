@@ -8,7 +8,7 @@ import pytest
 from segfit.data.crops import context_size, crop, map_box
 from segfit.data.pairs import PairPool, augmented_crop, sample_pair, target_view
 from segfit.data.records import TrackSequence
-from segfit.spec.tracking import CropAugmentSpec
+from segfit.spec.tracking import CropAugmentSpec, TrackingTrainDataSpec
 
 STILL = CropAugmentSpec(shift=0, scale=0, blur=0, flip=0, color=0)
 
@@ -74,13 +74,14 @@ def test_sample_pair_sizes_and_augmentation(tmp_path):
                         boxes=np.tile([20, 20, 16, 12], (4, 1)), visible=np.ones(4, bool))
     pool = PairPool([[seq]], [8], [100])
     search_aug = CropAugmentSpec(shift=16, scale=0.18, blur=1.0, flip=1.0, color=1.0)
-    sample = sample_pair(pool, 0, 5, 0.0, 1.0, 63, 127, STILL, search_aug)
+    train = TrackingTrainDataSpec(neg=0.0, gray=1.0, template_augment=STILL, search_augment=search_aug)
+    sample = sample_pair(pool, 0, 5, train, 63, 127)
     assert sample["template"].shape == (63, 63, 3) and sample["search"].shape == (127, 127, 3)
     assert sample["template"].dtype == np.float32
     np.testing.assert_allclose(sample["template"][..., 0], sample["template"][..., 2], atol=1e-3)  # grey
     x1, y1, x2, y2 = sample["box"]
     assert x1 < x2 and y1 < y2 and abs((x1 + x2) / 2 - 63) <= 16 * 1.2 + 1  # shifted at most `shift` (flipped)
-    again = sample_pair(pool, 0, 5, 0.0, 1.0, 63, 127, STILL, search_aug)
+    again = sample_pair(pool, 0, 5, train, 63, 127)
     np.testing.assert_array_equal(sample["search"], again["search"])
 
 

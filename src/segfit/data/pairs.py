@@ -21,7 +21,7 @@ import numpy as np
 from segfit.data.crops import PREP_SIZE, box_center, context_size, crop, map_box
 from segfit.data.image_io import read_image
 from segfit.data.records import DataError, TrackSequence
-from segfit.spec.tracking import CropAugmentSpec
+from segfit.spec.tracking import CropAugmentSpec, TrackingTrainDataSpec
 
 REFERENCE_TEMPLATE = 127
 """Template side of the canonical view (and of pysot's crop511 files)."""
@@ -139,15 +139,15 @@ def motion_blur(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return cv2.filter2D(image, -1, kernel)
 
 
-def sample_pair(pool: PairPool, index: int, seed: int, neg: float, gray: float, template_size: int,
-                search_size: int, template_aug: CropAugmentSpec, search_aug: CropAugmentSpec) -> dict[str, object]:
+def sample_pair(pool: PairPool, index: int, seed: int, train: TrackingTrainDataSpec, template_size: int,
+                search_size: int) -> dict[str, object]:
     """The two crops of pair ``index`` and the search crop's target box (``x1, y1, x2, y2``); ``negative`` pairs'
-    box is the distractor's."""
-    choice = pool.choose(index, seed, neg, gray)
+    box is the distractor's. ``train`` gives the negative and grey probabilities and the augmentations."""
+    choice = pool.choose(index, seed, train.neg, train.gray)
     rng = np.random.default_rng([seed, 1])
-    side = {"template": REFERENCE_TEMPLATE, "search": REFERENCE_TEMPLATE * search_size / template_size}
     template, _ = augmented_crop(target_view(pool.sequence(choice.template), choice.template[2]), template_size,
-                                 side["template"], template_aug, rng, choice.gray)
+                                 REFERENCE_TEMPLATE, train.template_augment, rng, choice.gray)
     search, box = augmented_crop(target_view(pool.sequence(choice.search), choice.search[2]), search_size,
-                                 side["search"], search_aug, rng, choice.gray)
+                                 REFERENCE_TEMPLATE * search_size / template_size, train.search_augment, rng,
+                                 choice.gray)
     return {"template": template, "search": search, "box": box, "negative": choice.negative}

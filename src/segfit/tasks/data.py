@@ -1,4 +1,4 @@
-"""``segfit data synth``, ``segfit data check`` and ``segfit data extract-frames``."""
+"""``segfit data synth``, ``segfit data check``, ``segfit data extract-frames`` and ``segfit data prepare-tracking``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 from segfit.data.check import CheckReport, TrackingCheckReport, VideoCheckReport, check_splits
 from segfit.data.extract import extract_frames as extract_video_frames
+from segfit.data.prepare_tracking import prepare_tracking as crop_sequences
 from segfit.data.synthetic import write_synthetic_images, write_synthetic_videos
 from segfit.data.synthetic_tracking import write_synthetic_tracking
 
@@ -58,4 +59,15 @@ def extract_frames(videos: str, out_dir: str, every: int, workers: int, quality:
     for path, problem in report.failed.items():
         print(f"  failed   {path}: {problem}")
     print(f"frames in {out_dir}: {report.summary()}")
+    return not report.failed
+
+
+def prepare_tracking(sequences: str, data_format: str, out_dir: str, workers: int, quality: int) -> bool:
+    """Crop, print what happened; True when no sequence failed."""
+    from segfit.spec.tracking import TrackingSplitSpec
+
+    report = crop_sequences(TrackingSplitSpec(format=data_format, images=sequences), out_dir, workers, quality)
+    for name, problem in report.failed.items():
+        print(f"  failed   {name}: {problem}")
+    print(f"crop511 in {out_dir}: {report.summary()}; train.json: {Path(out_dir) / 'train.json'}")
     return not report.failed

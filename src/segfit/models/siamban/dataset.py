@@ -38,8 +38,7 @@ class PairDataset(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         index, seed = key
         data, t = self.data, self.targets
-        pair = sample_pair(self.pool, index, seed, data.train.neg, data.train.gray, data.template_size,
-                           data.search_size, data.train.template_augment, data.train.search_augment)
+        pair = sample_pair(self.pool, index, seed, data.train, data.template_size, data.search_size)
         labels, loc = point_targets(pair["box"], score_size(data.search_size), data.search_size, pair["negative"],
                                     np.random.default_rng([seed, 2]), t.pos_num, t.total_num, t.neg_num)
         return {"template": torch.from_numpy(pair["template"].transpose(2, 0, 1).copy()),
