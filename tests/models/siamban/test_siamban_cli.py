@@ -44,5 +44,8 @@ train: {{max_steps: 2, device: cpu, eval_every: 2, checkpoint_every: 2, unfreeze
     onnx_boxes = np.loadtxt(tmp_path / "onnx" / "seq_000.txt", delimiter=",")
     assert torch_boxes.shape == onnx_boxes.shape == (6, 4)
     np.testing.assert_allclose(torch_boxes[0], [float(v) for v in first.split(",")], atol=0.01)
-    assert (tmp_path / "run" / "inference" / "seq_000.mp4").stat().st_size > 0
+    video = tmp_path / "run" / "inference" / "seq_000.mp4"
+    assert main(["inference", "-e", str(spec), f"inference.input={video}", box, "inference.video=false",
+                 f"inference.output_dir={tmp_path / 'from_video'}"]) == 0  # a video file as input
+    assert np.loadtxt(tmp_path / "from_video" / "seq_000.txt", delimiter=",").shape == (6, 4)
     assert main(["train", "-e", str(spec), "data.search_size=128"]) == 2  # a spec error, not a traceback
