@@ -221,7 +221,8 @@ def _box_problems(sequence: TrackSequence) -> list[str]:
     checks = {"NaN box(es)": ~np.isfinite(sequence.boxes).all(axis=1) & shown,
               "negative size(s)": (sequence.boxes[:, 2:] < 0).any(axis=1)}
     if not sequence.cropped and len(missing) < len(sequence.frames):
-        width, height = Image.open(next(f for f in sequence.frames if Path(f).is_file())).size
+        with Image.open(next(f for f in sequence.frames if Path(f).is_file())) as first:  # the header only
+            width, height = first.size
         x, y, w, h = sequence.boxes.T
         with np.errstate(invalid="ignore"):  # NaN boxes are reported above
             checks["box(es) outside the image"] = shown & ((x < -1) | (y < -1) | (x + w > width + 1) |

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from segfit.data.crops import PREP_SIZE, box_center, context_size, crop, map_box
+from segfit.data.crops import box_center, context_size, crop, map_box
 from segfit.data.image_io import read_image
 from segfit.data.records import DataError, TrackSequence
 from segfit.spec.tracking import CropAugmentSpec, TrackingTrainDataSpec
