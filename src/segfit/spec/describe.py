@@ -31,13 +31,6 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def _default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    value = f.default_factory()  # type: ignore[misc]
-    return None if dataclasses.is_dataclass(value) else value
-
-
 def _type(tp: Any) -> str:
     """Readable in a Markdown table cell (no ``|``)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -50,11 +43,14 @@ def _type(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def rows(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
+def rows(cls: type, prefix: str = "", defaults: Any = None) -> list[tuple[str, str, str, str]]:
+    """One row per key; ``defaults`` is the section as its parent builds it (a parent's ``default_factory`` may
+    set other values than the section class's own defaults, e.g. SiamBAN's search augmentation)."""
     out = []
     docs, hints = field_docs(cls), typing.get_type_hints(cls)
+    defaults = cls() if defaults is None else defaults
     for f in dataclasses.fields(cls):
-        tp = hints[f.name]
+        tp, value = hints[f.name], getattr(defaults, f.name)
         nested = [a for a in (typing.get_args(tp) or (tp,)) if dataclasses.is_dataclass(a)]
         if typing.get_origin(tp) is list and nested:  # a list of sections: its item keys under name[]
             out.append((prefix + f.name, "list of sections", "", docs.get(f.name, "")))
@@ -63,9 +59,9 @@ def rows(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
             optional = type(None) in typing.get_args(tp)
             if docs.get(f.name) or optional:
                 out.append((prefix + f.name, "section" + (" or null" if optional else ""), "null" if optional else "", docs.get(f.name, "")))
-            out += rows(nested[0], f"{prefix}{f.name}.")
+            out += rows(nested[0], f"{prefix}{f.name}.", value)
         else:
-            out.append((prefix + f.name, _type(tp), repr(_default(f)), docs.get(f.name, "")))
+            out.append((prefix + f.name, _type(tp), repr(value), docs.get(f.name, "")))
     return out
 
 
