@@ -13,6 +13,8 @@ beforehand (data loading is not timed); the median of ``--steps`` after one warm
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import statistics
 import tempfile
@@ -66,7 +68,8 @@ def step_seconds(device: torch.device, batch: int, steps: int, unfrozen: bool) -
                                 f"data.train.datasets=[{{format: got10k, images: '{data['train_images']}'}}]",
                                 f"train.unfreeze_step={0 if unfrozen else 10**9}"])
         recipe = SiambanRecipe(spec)
-        dataset = recipe.train_dataset()
+        with contextlib.redirect_stdout(io.StringIO()):  # the dataset's start-up counts: one JSON line only
+            dataset = recipe.train_dataset()
         batches = [recipe.collate([dataset[(i, i)] for i in range(k * batch, (k + 1) * batch)])
                    for k in range(steps + 1)]
     model = recipe.build_model().to(device).train()
