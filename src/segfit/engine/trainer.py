@@ -114,7 +114,10 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
                             sampler.state_dict(), extra, best=best, rng_states=rng_states, base=spec.model.checkpoint)
 
         model.train()
+        before_step = getattr(recipe, "before_step", None)
         while step < cfg.max_steps:
+            if before_step is not None and before_step(model, step):
+                trainable = [p for p in model.parameters() if p.requires_grad]
             step_started, data_seconds, phases_before = time.perf_counter(), 0.0, sampler.phases_done
             for _ in range(cfg.grad_accum_steps):
                 window.count(sampler.next_source(), dist.world_size)

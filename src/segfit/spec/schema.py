@@ -8,7 +8,7 @@ here and nowhere else: code reads fields, never ``get(key, default)``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 
 @dataclass
@@ -190,19 +190,29 @@ class DataSpec:
 @dataclass
 class OptimSpec:
     optimizer: Literal["adamw", "sgd"] = "adamw"
+    """``adamw``, or ``sgd`` with (non-Nesterov) ``momentum``."""
     base_lr: float = 1e-5
     """Learning rate of every trained parameter not given its own rate by the family."""
     weight_decay: float = 0.1
     """Weight decay; never applied to norms, biases and position embeddings."""
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    """adamw: its two moment decay rates."""
+    """adamw: the moment decay rates."""
     momentum: float = 0.9
-    """sgd: its momentum."""
-    scheduler: Literal["constant", "cosine", "multistep", "poly"] = "cosine"
+    """sgd: momentum."""
+    scheduler: Literal["constant", "cosine", "multistep", "log", "poly"] = "cosine"
+    """After the warm-up: ``cosine`` to ``min_lr_ratio``, ``log`` (geometric, evenly spaced in log lr) to
+    ``min_lr_ratio`` at the last step, ``poly`` ((1 − progress)^power to 0), ``multistep`` or ``constant``."""
     warmup_steps: int = 0
-    """Linear warm-up from 0 over this many steps."""
+    """Warm-up over this many steps."""
+    warmup: Literal["linear", "log"] = "linear"
+    """Warm-up ramp: ``linear`` from 0, or ``log`` (geometric) from ``warmup_start_ratio``."""
+    warmup_start_ratio: float = 0.2
+    """log warm-up: the first step's lr as a fraction of the initial one."""
     min_lr_ratio: float = 0.1
-    """cosine: final lr as a fraction of the initial one (official trainer: lr → lr/10)."""
+    """cosine, log: final lr as a fraction of the initial one (official SAM 2 trainer: lr → lr/10)."""
+    lr_step_every: int = 1
+    """The lr changes every this many steps only (an epoch, to hold it through each epoch as pysot does); warm-up
+    and schedule lengths then count in these units."""
     milestones: list[int] = field(default_factory=list)
     """multistep: steps at which the lr is multiplied by ``gamma``."""
     gamma: float = 0.1
@@ -210,6 +220,14 @@ class OptimSpec:
     """poly: lr × (1 − progress)^power over the steps after warm-up (Mask2Former's ``WarmupPolyLR``)."""
     grad_clip: float | None = 0.1
     """Max global gradient L2 norm (official trainer: 0.1); ``null`` disables clipping."""
+
+    def __post_init__(self) -> None:
+        if self.lr_step_every < 1:
+            raise ValueError(f"lr_step_every: must be at least 1, got {self.lr_step_every}")
+        if not 0 < self.warmup_start_ratio <= 1:
+            raise ValueError(f"warmup_start_ratio: must be in (0, 1], got {self.warmup_start_ratio}")
+        if self.scheduler == "log" and not 0 < self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio: the log schedule needs a value in (0, 1], got {self.min_lr_ratio}")
 
 
 @dataclass
@@ -287,3 +305,11 @@ class Spec:
     evaluate: EvaluateSpec = field(default_factory=EvaluateSpec)
     inference: InferenceSpec = field(default_factory=InferenceSpec)
     export: ExportSpec = field(default_factory=ExportSpec)
+
+
+def eval_split(data: Any, split: str) -> Any:
+    """The split ``segfit evaluate`` (``test``: ``data.test``, else ``data.val``) or validation (``val``) runs on."""
+    chosen = data.val if split == "val" else (data.test or data.val)
+    if chosen is None:
+        raise ValueError(f"data.{split}: no split to evaluate on; set data.val (or data.test)")
+    return chosen

@@ -39,7 +39,7 @@ from segfit.models.sam2.preprocess import boxes_to_model, masks_to_original, poi
 from segfit.models.sam2.simulate import prompt_and_score
 from segfit.models.sam2.spec import Sam2Spec
 from segfit.prompts import center_points, mask_to_box
-from segfit.spec.schema import DataSpec, MixSpec, SplitSpec
+from segfit.spec.schema import DataSpec, MixSpec, SplitSpec, eval_split
 from segfit.visualize import overlay, save_png, side_by_side
 
 # Which parameters belong to which trainable part (HF Sam2Model names). The decoder's projections of the
@@ -137,11 +137,7 @@ class Sam2Recipe:
 
     # ---- evaluation --------------------------------------------------------------------------------------
     def eval_split(self, split: str) -> SplitSpec:
-        data = self.spec.data
-        chosen = data.val if split == "val" else (data.test or data.val)
-        if chosen is None:
-            raise ValueError(f"data.{split}: no split to evaluate on; set data.val (or data.test)")
-        return chosen
+        return eval_split(self.spec.data, split)
 
     @torch.no_grad()
     def evaluate(self, model: Sam2Model, split: str, samples_dir: Path | None = None) -> dict[str, float]:
