@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # torch/torchvision pinned to the releases this machine's pip serves from local disk (CPU use; CUDA works too)
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test bench bench-gpu bench-video install clean
+.PHONY: demo demo-mask2former test bench bench-gpu bench-video install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,18 @@ demo: $(STAMP)
 	@echo "  eval/metrics.json, eval/samples/                       final evaluation (click mIoU, box mIoU) and its overlays"
 	@echo "  inference/                                             automatic instance maps (index, colour, overlay PNGs)"
 
+# a tiny panoptic Mask2Former on synthetic data (configs/mask2former_demo.yaml; docs/mask2former.md)
+demo-mask2former: $(STAMP)
+	$(BIN)/segfit data synth --kind panoptic --out data/synth_panoptic
+	$(BIN)/segfit data check -e configs/mask2former_demo.yaml
+	$(BIN)/segfit train -e configs/mask2former_demo.yaml
+	$(BIN)/segfit evaluate -e configs/mask2former_demo.yaml
+	$(BIN)/segfit inference -e configs/mask2former_demo.yaml
+	$(BIN)/segfit export -e configs/mask2former_demo.yaml
+	@echo
+	@echo "Demo done. Results in runs/mask2former_demo/: metrics.jsonl, plots/, samples/ (overlays), eval/metrics.json (PQ),"
+	@echo "  inference/ (panoptic PNGs, panoptic.json, overlays), export/model.onnx"
+
 test: $(VENV)/.reference
 	$(BIN)/python -m pytest -q
 
@@ -51,6 +63,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_activation_checkpointing.py
 	$(BIN)/python benchmarks/bench_onnx_decoder.py
 	$(BIN)/python benchmarks/bench_batched_step.py
+	$(BIN)/python benchmarks/bench_siamban.py
 
 # on a CUDA machine: the GPU training table (docs/speed.md)
 bench-gpu: $(STAMP)
@@ -66,4 +79,4 @@ bench-video: $(VENV)/.reference-training
 	$(BIN)/python benchmarks/bench_video_step.py
 
 clean:
-	rm -rf runs/sam2_demo data/synth
+	rm -rf runs/sam2_demo data/synth runs/mask2former_demo data/synth_panoptic

@@ -21,6 +21,17 @@ class DataError(ValueError):
         self.problem = problem
 
 
+def check_image_and_masks(image: np.ndarray, masks: np.ndarray, source: str, annotation: str) -> tuple[int, int]:
+    """(H, W) of an H×W×3 uint8 image whose N×H×W masks (from ``annotation``) fit it, else a ``DataError``."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise DataError(source, f"image must be H×W×3 uint8, got {image.shape} {image.dtype}")
+    h, w = image.shape[:2]
+    if masks.ndim != 3 or masks.shape[1:] != (h, w):
+        where = "" if annotation == source else f" (from {annotation})"
+        raise DataError(source, f"masks of shape {masks.shape[1:]}{where} do not match the image size {(h, w)}")
+    return h, w
+
+
 @dataclass
 class ImageRecord:
     """One annotated image at its original size."""
@@ -35,11 +46,7 @@ class ImageRecord:
     """H×W bool: pixels left out of losses and metrics (e.g. COCO ``iscrowd`` regions)."""
 
     def __post_init__(self) -> None:
-        h, w = self.image.shape[:2]
-        if self.image.ndim != 3 or self.image.shape[2] != 3 or self.image.dtype != np.uint8:
-            raise DataError(self.source, f"image must be H×W×3 uint8, got {self.image.shape} {self.image.dtype}")
-        if self.masks.ndim != 3 or self.masks.shape[1:] != (h, w):
-            raise DataError(self.source, f"masks of shape {self.masks.shape[1:]} do not match the image size {(h, w)}")
+        h, w = check_image_and_masks(self.image, self.masks, self.source, self.source)
         if self.ignore is not None and self.ignore.shape != (h, w):
             raise DataError(self.source, f"ignore mask of shape {self.ignore.shape} does not match the image size {(h, w)}")
 
@@ -137,3 +144,79 @@ def stack_frames(frames: Sequence[np.ndarray], names: Sequence[str], source: str
             raise DataError(f"{source}/{name}", f"frame is {frame.shape[0]}×{frame.shape[1]}, the video's first "
                                                 f"frame {frames[0].shape[0]}×{frames[0].shape[1]}")
     return np.stack(frames) if len(frames) else np.zeros((0, 0, 0, 3), np.uint8)
+
+
+@dataclass
+class SegmentRecord:
+    """One image with labelled segments, as its annotation names them (semantic, instance and panoptic data).
+
+    A semantic map gives one segment per value present (ignore values included: the label map decides what they
+    mean); instance and panoptic annotations give one segment per object, with its category id.
+    """
+
+    image: np.ndarray
+    """H×W×3 uint8, RGB."""
+    masks: np.ndarray
+    """N×H×W bool, one per segment (instance masks may overlap)."""
+    category_ids: np.ndarray
+    """N int64: the class id of each segment as written on disk (PNG value, ``category_id``)."""
+    source: str
+    """The image file, for messages and output names."""
+    annotation: str
+    """The file the segments come from (mask PNG, JSON), named in label errors."""
+    crowd: np.ndarray | None = None
+    """N bool: COCO ``iscrowd`` segments (not trained; PQ and AP ignore predictions on them)."""
+
+    def __post_init__(self) -> None:
+        check_image_and_masks(self.image, self.masks, self.source, self.annotation)
+        self.category_ids = np.asarray(self.category_ids, np.int64).reshape(-1)
+        self.crowd = np.zeros(len(self.masks), bool) if self.crowd is None else np.asarray(self.crowd, bool)
+        if len(self.category_ids) != len(self.masks) or len(self.crowd) != len(self.masks):
+            raise DataError(self.annotation, f"{len(self.masks)} masks but {len(self.category_ids)} category ids "
+                                             f"and {len(self.crowd)} crowd flags")
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.image.shape[0], self.image.shape[1]
+
+
+def segments_of_map(id_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N×H×W bool masks, N values) of an H×W map: one segment per distinct value, in increasing order."""
+    values = np.unique(id_map)
+    return id_map[None] == values[:, None, None], values.astype(np.int64)
+
+
+@dataclass
+class TrackSequence:
+    """One target followed through one video: the frame files and the target's box in each (box trackers).
+
+    A sequence is listed, not decoded: frames are read when a pair or a tracking run needs them. In a ``cropped``
+    sequence (pysot's crop511 layout) every frame file is already the 511×511 region around the target, and only
+    the box's width and height are used (the target sits at the crop's centre).
+    """
+
+    name: str
+    """The video's name (and track number, for layouts with several targets per video)."""
+    source: str
+    """The sequence's folder (or the annotation file), for messages."""
+    frames: tuple[str, ...]
+    """Frame files in playing order."""
+    boxes: np.ndarray
+    """T×4 float64 boxes ``x, y, w, h`` in frame pixels (x, y: the top-left corner; NaN where unknown)."""
+    visible: np.ndarray
+    """T bool: the target is visible in the frame and its box is usable (finite, positive size)."""
+    cropped: bool = False
+
+    def __post_init__(self) -> None:
+        self.frames = tuple(self.frames)
+        self.boxes = np.asarray(self.boxes, np.float64).reshape(-1, 4)
+        self.visible = np.asarray(self.visible, bool)
+        if len(self.boxes) != len(self.frames) or self.visible.shape != (len(self.frames),):
+            raise DataError(self.source, f"{len(self.frames)} frames but {len(self.boxes)} boxes and "
+                                         f"{len(self.visible)} visibility flags")
+
+    @property
+    def usable(self) -> np.ndarray:
+        """Positions of the frames a training pair can use: visible, with a finite box of positive size."""
+        ok = self.visible & np.isfinite(self.boxes).all(axis=1) & (self.boxes[:, 2] > 0) & (self.boxes[:, 3] > 0)
+        return np.flatnonzero(ok)

@@ -1,9 +1,9 @@
 """What the trainer does about a step whose loss is not finite (``train.on_nonfinite``): stop, or skip the step.
 
 Testing every loss on the host would make it wait for every step. So the flags stay on the device, the skip
-happens on the device too (fused AdamW leaves weights and optimizer state untouched when its ``found_inf`` is
-set, as it does for the fp16 gradient scaler), and the trainer calls ``check`` only where the host waits anyway
-(records, evaluations, checkpoints):
+happens on the device too (the fused AdamW and SGD leave weights and optimizer state untouched when their
+``found_inf`` is set, as they do for the fp16 gradient scaler), and the trainer calls ``check`` only where the host
+waits anyway (records, evaluations, checkpoints):
 
 - ``stop`` (default): ``check`` raises for the first bad step since the last check, naming its loss terms and
   its batch's files, before anything is logged, evaluated or saved after it: the last checkpoint is the last
@@ -59,7 +59,7 @@ class NonFinite:
     def skip_if_bad(optimizer: torch.optim.Optimizer, bad: Tensor | None) -> None:
         """Make the coming ``optimizer.step()`` a no-op when ``bad`` (a device flag: no host wait); None: step."""
         if bad is not None:
-            optimizer.found_inf = bad.float()  # read by fused AdamW (build_optimizer(fused=True))
+            optimizer.found_inf = bad.float()  # read by the fused optimizers (build_optimizer(fused=True))
 
     def check(self) -> list[int]:
         """Read the flags (one host wait): ``stop`` raises ``FloatingPointError`` naming the first bad step;

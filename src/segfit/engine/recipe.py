@@ -18,11 +18,15 @@ class ParamGroup(dict):
     """``{"name": str, "params": list[(name, Parameter)], "lr": float}``: one learning rate for a set of parameters.
 
     The engine splits each group again into decayed and non-decayed parameters (norms, biases, position embeddings).
+    With ``"unfrozen_later": True`` its frozen parameters join the optimizer too, for a recipe whose ``before_step``
+    unfreezes them during the run.
     """
 
 
 class Recipe(Protocol):
     spec: Any
+    """The spec the engine runs: the one the recipe was made from, with any settings that depend on the data
+    resolved (e.g. epochs → steps)."""
     default_best_metric: str
     """Validation metric that picks the ``best`` checkpoint unless ``train.best_metric`` says otherwise."""
 
@@ -56,8 +60,17 @@ class Recipe(Protocol):
         """Forward pass and loss terms as scalars; the total under ``loss``. Other keys (e.g. ``iou``) are logged."""
         ...
 
+    def check_data(self) -> list[Any]:
+        """``segfit data check``: a report per split of the spec (``ok``, ``format()``), naming every bad file."""
+        ...
+
     def evaluate(self, model: nn.Module, split: str, samples_dir: Path | None = None) -> dict[str, float]:
         """Metrics on a data split (``val`` or ``test``); overlays written to ``samples_dir`` when given.
 
         Metrics are floats; counts (images, objects, skipped samples) are ints, logged but not plotted."""
         ...
+
+    # Optional (the engine calls it when a recipe has it):
+    # def before_step(self, model: nn.Module, step: int) -> bool:
+    #     """Called before optimizer step ``step`` (0-based; also right after a resume): set what trains at this step
+    #     (a function of ``step`` alone, so a resumed run matches); True when the trainable parameters changed."""

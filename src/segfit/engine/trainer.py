@@ -47,14 +47,15 @@ from segfit.engine.optim import apply_schedule, build_optimizer, build_scheduler
 from segfit.engine.plots import render_plots
 from segfit.engine.precision import autocast, check_precision, grad_scaler
 from segfit.engine.recipe import Recipe
-from segfit.engine.sampler import ResumableSampler
+from segfit.engine.sampler import MixedBatchSampler, MixedDataset, Source
 from segfit.engine.storage import check_room
 from segfit.engine.transfer import to_device
 from segfit.spec.schema import Spec, TrainSpec
 
 
 def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
-    """Run ``spec.train.max_steps`` optimizer steps, continuing from ``checkpoints/last`` when ``train.resume``.
+    """Run ``spec.train.max_steps`` optimizer steps, continuing from ``checkpoints/last`` when ``train.resume`` (or
+    from ``train.resume_from``).
 
     Returns a summary: final ``step``, the last ``train`` record, the last ``val`` metrics, the ``best`` value of
     ``best_metric`` and the paths of the checkpoints and of ``metrics.jsonl``.
@@ -71,18 +72,22 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
         if cfg.compile:
             recipe.compile(model)
         non_finite = NonFinite(cfg.on_nonfinite)
-        # fused AdamW can skip a step on the device (its found_inf): what on_nonfinite=skip needs
+        # a fused optimizer can skip a step on the device (its found_inf): what on_nonfinite=skip needs
         optimizer = build_optimizer(recipe.param_groups(model), cfg.optim, fused=non_finite.skip)
         scheduler = build_scheduler(optimizer, cfg.optim, cfg.max_steps)
         scaler = grad_scaler(cfg.precision, device)
         if dist.is_main:  # now, not at the first save minutes or hours in
             check_room(results_dir, checkpoint_bytes(model, spec.model.checkpoint))
         dataset = recipe.train_dataset()
-        sampler = ResumableSampler(len(dataset), cfg.seed, dist.rank, dist.world_size)
+        if not isinstance(dataset, MixedDataset):
+            dataset = MixedDataset([Source("train", dataset, spec.data.batch_size)])
+        phases = cfg.phases_per_epoch
+        sampler = MixedBatchSampler(dataset, cfg.seed, dist.rank, dist.world_size, phases or 1)
         best_metric = cfg.best_metric or recipe.default_best_metric
         step, best, elapsed_before = 0, None, 0.0
-        if cfg.resume and find_checkpoint(results_dir, "last"):
-            last = results_dir / "checkpoints" / "last"
+        last = Path(cfg.resume_from) if cfg.resume_from else (
+            find_checkpoint(results_dir, "last") if cfg.resume else None)
+        if last is not None:
             state = load_checkpoint(last, model, optimizer, scheduler, scaler, rank=dist.rank,
                                     base=spec.model.checkpoint)
             sampler.load_state_dict(state["sampler_state"])
@@ -98,7 +103,7 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
         trainable = [p for p in model.parameters() if p.requires_grad]
         workers = loader_workers(spec.data.num_workers)
         batches = iter(DataLoader(
-            dataset, batch_size=spec.data.batch_size, sampler=sampler, collate_fn=recipe.collate,
+            dataset, batch_sampler=sampler, collate_fn=recipe.collate,
             num_workers=workers, persistent_workers=workers > 0, pin_memory=device.type == "cuda",
             generator=torch.Generator().manual_seed(cfg.seed),  # keeps the loader off the global RNG
         ))
@@ -106,7 +111,6 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
                                             bar_keys=("loss", "iou", best_metric, "gpu_mem")))
         validate = spec.data.val is not None and cfg.eval_every > 0
         max_norm = math.inf if cfg.optim.grad_clip is None else cfg.optim.grad_clip  # inf: measure, don't clip
-        samples_per_step = spec.data.batch_size * cfg.grad_accum_steps * dist.world_size
         started = time.perf_counter()
         window, last_train, last_val = _Window(), {}, {}
 
@@ -121,9 +125,13 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
             log.log({"step": 0, "split": "val", **evaluate(recipe, model, results_dir / "samples" / "step_000000",
                                                             cfg.seed), "time": 0.0})
         model.train()
+        before_step = getattr(recipe, "before_step", None)
         while step < cfg.max_steps:
-            step_started, data_seconds = time.perf_counter(), 0.0
+            if before_step is not None and before_step(model, step):
+                trainable = [p for p in model.parameters() if p.requires_grad]
+            step_started, data_seconds, phases_before = time.perf_counter(), 0.0, sampler.phases_done
             for _ in range(cfg.grad_accum_steps):
+                window.count(sampler.next_source(), dist.world_size)
                 data_started = time.perf_counter()
                 batch = to_device(next(batches), device)
                 data_seconds += time.perf_counter() - data_started
@@ -132,7 +140,7 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
                 finite = non_finite.add(terms, step + 1, batch_files(batch))
                 if terms["loss"].requires_grad:  # else nothing in the batch trains (a clip given whole as masks)
                     scaler.scale(terms["loss"] / cfg.grad_accum_steps).backward()
-                sampler.advance(spec.data.batch_size)
+                sampler.advance()
                 window.add(terms, keep=finite if non_finite.skip else None)  # skip: means over the finite losses
             average_gradients(trainable, dist)  # over processes; scaled gradients average like unscaled ones
             scaler.unscale_(optimizer)
@@ -152,8 +160,9 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
 
             at_end = step == cfg.max_steps
             log_due = step % cfg.log_every == 0 or at_end
-            eval_due = validate and (step % cfg.eval_every == 0 or at_end)
-            checkpoint_due = step % cfg.checkpoint_every == 0 or at_end
+            phase_due = phases is not None and sampler.phases_done > phases_before
+            eval_due = validate and (step % cfg.eval_every == 0 or at_end or phase_due)
+            checkpoint_due = step % cfg.checkpoint_every == 0 or at_end or phase_due
             if log_due or eval_due or checkpoint_due:
                 # where the host waits anyway: never log, evaluate or save after a bad step (stop raises here)
                 window.skipped += len(non_finite.check())
@@ -162,7 +171,8 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
                 steps_per_s = window.steps / window.seconds
                 skipped = {"skipped_steps": window.skipped} if non_finite.skip else {}  # a count: logged, not plotted
                 log.log({"step": step, "split": "train", **lrs, **last_train, **skipped, **peak_gpu_memory(device),
-                         "steps_per_s": steps_per_s, "samples_per_s": steps_per_s * samples_per_step,
+                         "steps_per_s": steps_per_s, "samples_per_s": sum(window.samples.values()) / window.seconds,
+                         **window.sample_counts(len(dataset.sources) > 1), "epoch": sampler.epochs_done,
                          "time": elapsed_before + time.perf_counter() - started})
                 window = _Window()
             if not (eval_due or checkpoint_due):
@@ -223,9 +233,18 @@ class _Window:
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
         self.counts: dict[str, int | torch.Tensor] = {}
+        self.samples: dict[str, int] = {}
         self.steps, self.seconds = 0, 0.0
         self.skipped = 0
         """Steps skipped for a non-finite loss (``train.on_nonfinite: skip``)."""
+
+    def count(self, source: Source, world_size: int) -> None:
+        """A batch of ``source`` on every process."""
+        self.samples[source.name] = self.samples.get(source.name, 0) + source.batch_size * world_size
+
+    def sample_counts(self, per_source: bool) -> dict[str, int]:
+        """``samples/<dataset>``: the samples each training dataset gave since the last record (when several)."""
+        return {f"samples/{name}": count for name, count in self.samples.items()} if per_source else {}
 
     def add(self, values: dict[str, torch.Tensor], step_seconds: float | None = None,
             keep: torch.Tensor | None = None) -> None:
@@ -271,7 +290,8 @@ def _metric(metrics: dict[str, Any], name: str) -> float:
 def _check(cfg: TrainSpec, batch_size: int) -> None:
     at_least = {"train.grad_accum_steps": (cfg.grad_accum_steps, 1), "train.log_every": (cfg.log_every, 1),
                 "train.checkpoint_every": (cfg.checkpoint_every, 1), "train.eval_every": (cfg.eval_every, 0),
-                "train.max_steps": (cfg.max_steps, 0), "data.batch_size": (batch_size, 1)}
+                "train.max_steps": (cfg.max_steps, 0), "data.batch_size": (batch_size, 1),
+                "train.phases_per_epoch": (1 if cfg.phases_per_epoch is None else cfg.phases_per_epoch, 1)}
     for key, (value, minimum) in at_least.items():
         if value < minimum:
             raise ValueError(f"{key}: {value} must be at least {minimum}")

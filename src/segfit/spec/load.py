@@ -7,6 +7,7 @@ Precedence: dataclass defaults < spec file < command line.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
@@ -18,7 +19,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from segfit.registry import spec_class_for
+from segfit.registry import FAMILIES, spec_class_for
 from segfit.spec.schema import Spec
 
 
@@ -34,9 +35,53 @@ def load_spec(path: str | Path | None, overrides: list[str] | tuple[str, ...] = 
     """Read ``path`` (may be None: overrides only), apply ``overrides`` and return the family's typed spec."""
     raw = _read_raw(path, overrides)
     name = (raw.get("model") or {}).get("name") if isinstance(raw.get("model"), dict) else None
-    if not name:
-        raise SpecError("model.name: missing; say which model family to use, e.g. model.name=sam2")
-    return from_dict(spec_class_for(name), raw)
+    if not name:  # a spec written for one model (TAO's, say) names none: its keys may fit one family only
+        fitting = [family for family in FAMILIES if _fits(spec_class_for(family), raw)]
+        if len(fitting) != 1:
+            raise SpecError("model.name: missing; say which model family to use, e.g. model.name=sam2")
+        name = fitting[0]
+    cls = spec_class_for(name)
+    return from_dict(cls, resolve_aliases(raw, cls.ALIASES))
+
+
+def _fits(cls: type, raw: dict[str, Any]) -> bool:
+    try:
+        from_dict(cls, resolve_aliases(copy.deepcopy(raw), cls.ALIASES))
+    except SpecError:
+        return False
+    return True
+
+
+def resolve_aliases(raw: dict[str, Any], aliases: dict[str, str]) -> dict[str, Any]:
+    """``raw`` with each value given under an alias (dotted path) moved to its key; both given is a ``SpecError``.
+
+    Aliases are applied in order, so an alias of a section (``dataset`` → ``data``) comes before aliases inside it.
+    """
+    for alias, key in aliases.items():
+        *alias_parents, alias_leaf = alias.split(".")
+        source = _section(raw, alias_parents)
+        if source is None or alias_leaf not in source:
+            continue
+        *parents, leaf = key.split(".")
+        target = _section(raw, parents, create=True)
+        if target is None:
+            raise SpecError(f"{alias}: cannot be moved to {key}: {'.'.join(parents)} is not a section")
+        if leaf in target:
+            raise SpecError(f"{alias} and {key}: the same setting given twice (one is another name of the other); keep one")
+        target[leaf] = source.pop(alias_leaf)
+    return raw
+
+
+def _section(raw: dict[str, Any], parents: list[str], create: bool = False) -> dict[str, Any] | None:
+    """The mapping at ``parents`` inside ``raw`` (made when ``create``), or None where the path is not a mapping."""
+    node: Any = raw
+    for name in parents:
+        if create and node.get(name) is None:
+            node[name] = {}
+        node = node.get(name)
+        if not isinstance(node, dict):
+            return None
+    return node
 
 
 def _read_raw(path: str | Path | None, overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -162,7 +207,8 @@ def key_paths(cls: type, prefix: str = "") -> list[str]:
         tp = hints[f.name]
         inner = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)] or [tp]
         if dataclasses.is_dataclass(inner[0]):
-            paths += key_paths(inner[0], f"{prefix}{f.name}.")
+            items = "[]" if typing.get_origin(tp) is list else ""  # a list of sections: its items' keys
+            paths += key_paths(inner[0], f"{prefix}{f.name}{items}.")
         else:
             paths.append(prefix + f.name)
     return paths

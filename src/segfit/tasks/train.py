@@ -13,7 +13,9 @@ from segfit.spec import save_resolved
 
 
 def run(spec: Any) -> dict[str, Any]:
+    recipe = recipe_for(spec)
+    spec = recipe.spec  # the recipe may resolve settings that depend on the data (Mask2Former: epochs → steps)
     if int(os.environ.get("RANK", 0)) == 0:  # under torchrun, one process writes
         check_writable(Path(spec.results_dir))
         print(f"resolved spec: {save_resolved(spec)}")
-    return train(recipe_for(spec), spec)
+    return train(recipe, spec)

@@ -39,7 +39,7 @@ def make_recipe(data_dir: Path, run_dir: Path, *overrides: str):
 
 
 def batch_of(recipe, size: int) -> dict:
-    return recipe.collate([recipe.train_dataset()[(i % 4, i)] for i in range(size)])
+    return recipe.collate([recipe.train_dataset().sources[0].dataset[(i % 4, i)] for i in range(size)])
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 4])

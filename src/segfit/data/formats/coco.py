@@ -15,7 +15,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from segfit.data.image_io import read_image
-from segfit.data.records import DataError, ImageRecord
+from segfit.data.records import DataError, ImageRecord, SegmentRecord
 from segfit.spec.schema import SplitSpec
 
 
@@ -89,21 +89,30 @@ def orphan_annotations(split: SplitSpec) -> list[Path]:
 
 
 def load(sample: CocoSample, split: SplitSpec) -> ImageRecord:
+    """The objects as masks; crowd regions become the ignore mask."""
+    record = load_segments(sample)
+    objects = record.masks[~record.crowd]
+    ignore = np.logical_or.reduce(record.masks[record.crowd]) if record.crowd.any() else None
+    return ImageRecord(image=record.image, masks=objects, source=record.source, ignore=ignore)
+
+
+def load_segments(sample: CocoSample) -> SegmentRecord:
+    """Every annotation as a segment with its ``category_id`` and ``iscrowd`` flag."""
     image = read_image(sample.image)
     h, w = sample.height, sample.width
     if image.shape[:2] != (h, w):
         raise DataError(str(sample.image), f"image is {image.shape[0]}×{image.shape[1]} but image {sample.image_id} "
                                            f"in {sample.json} says height {h}, width {w}")
-    objects, crowds = [], []
+    masks = []
     for ann in sample.annotations:
         try:
-            mask = decode_segmentation(ann.get("segmentation"), h, w)
+            masks.append(decode_segmentation(ann.get("segmentation"), h, w))
         except ValueError as err:
             raise DataError(str(sample.json), f"annotation {ann['id']} (image {sample.image_id}): {err}") from err
-        (crowds if ann.get("iscrowd", 0) else objects).append(mask)
-    masks = np.stack(objects) if objects else np.zeros((0, h, w), bool)
-    ignore = np.logical_or.reduce(crowds) if crowds else None
-    return ImageRecord(image=image, masks=masks, source=str(sample.image), ignore=ignore)
+    return SegmentRecord(image=image, masks=np.stack(masks) if masks else np.zeros((0, h, w), bool),
+                         category_ids=[int(ann.get("category_id", 0)) for ann in sample.annotations],
+                         source=str(sample.image), annotation=str(sample.json),
+                         crowd=[bool(ann.get("iscrowd", 0)) for ann in sample.annotations])
 
 
 def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarray:
