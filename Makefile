@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   install into .venv, make a synthetic dataset, fine-tune a tiny SAM 2, evaluate, write overlays
+#   make demo   install into .venv, make a synthetic dataset, train a small SAM 2 from random weights, evaluate, write overlays
 #   make test   install the test extras and run the test suite
 PYTHON ?= python3
 VENV := .venv
