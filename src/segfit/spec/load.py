@@ -66,10 +66,19 @@ def resolve_aliases(raw: dict[str, Any], aliases: dict[str, str]) -> dict[str, A
         target = _section(raw, parents, create=True)
         if target is None:
             raise SpecError(f"{alias}: cannot be moved to {key}: {'.'.join(parents)} is not a section")
-        if leaf in target:
-            raise SpecError(f"{alias} and {key}: the same setting given twice (one is another name of the other); keep one")
-        target[leaf] = source.pop(alias_leaf)
+        target[leaf] = _merged(source.pop(alias_leaf), target[leaf], alias, key) if leaf in target else source.pop(alias_leaf)
     return raw
+
+
+def _merged(aliased: Any, given: Any, alias: str, key: str) -> Any:
+    """A section given under both names (``dataset`` in the file, ``data.x=...`` on the command line) is one section;
+    a setting given under both names is an error."""
+    if not (isinstance(aliased, dict) and isinstance(given, dict)):
+        raise SpecError(f"{alias} and {key}: the same setting given twice (one is another name of the other); keep one")
+    merged = dict(aliased)
+    for name, value in given.items():
+        merged[name] = _merged(merged[name], value, f"{alias}.{name}", f"{key}.{name}") if name in merged else value
+    return merged
 
 
 def _section(raw: dict[str, Any], parents: list[str], create: bool = False) -> dict[str, Any] | None:
