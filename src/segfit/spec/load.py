@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import types
 import typing
+import warnings
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -41,15 +42,27 @@ def load_spec(path: str | Path | None, overrides: list[str] | tuple[str, ...] = 
             raise SpecError("model.name: missing; say which model family to use, e.g. model.name=sam2")
         name = fitting[0]
     cls = spec_class_for(name)
-    return from_dict(cls, resolve_aliases(raw, cls.ALIASES))
+    return from_dict(cls, _without_ignored(resolve_aliases(raw, cls.ALIASES), cls.IGNORED, warn=True))
 
 
 def _fits(cls: type, raw: dict[str, Any]) -> bool:
     try:
-        from_dict(cls, resolve_aliases(copy.deepcopy(raw), cls.ALIASES))
+        from_dict(cls, _without_ignored(resolve_aliases(copy.deepcopy(raw), cls.ALIASES), cls.IGNORED, warn=False))
     except SpecError:
         return False
     return True
+
+
+def _without_ignored(raw: dict[str, Any], ignored: dict[str, str], warn: bool) -> dict[str, Any]:
+    """``raw`` without the keys the family accepts but does not use (a warning names each one given)."""
+    for key, why in ignored.items():
+        *parents, leaf = key.split(".")
+        section = _section(raw, parents)
+        if section is not None and leaf in section:
+            section.pop(leaf)
+            if warn:
+                warnings.warn(f"{key}: ignored ({why})", stacklevel=3)
+    return raw
 
 
 def resolve_aliases(raw: dict[str, Any], aliases: dict[str, str]) -> dict[str, Any]:
