@@ -59,6 +59,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_activation_checkpointing.py
 	$(BIN)/python benchmarks/bench_onnx_decoder.py
 	$(BIN)/python benchmarks/bench_batched_step.py
+	$(BIN)/python benchmarks/bench_siamban.py
 
 # on a CUDA machine: the GPU training table (docs/speed.md)
 bench-gpu: $(STAMP)

@@ -93,7 +93,7 @@ def main() -> None:
         recipe = recipe_for(spec)
         torch.manual_seed(0)
         model = recipe.build_model().train()
-        dataset = recipe.train_dataset()
+        dataset = recipe.train_dataset().sources[0].dataset
         started = time.perf_counter()
         for batch_size in (1, 4):
             batches = [recipe.collate([dataset[((i * batch_size + j) % 8, i)] for j in range(batch_size)])

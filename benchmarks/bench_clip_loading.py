@@ -57,7 +57,7 @@ def segfit_dataset(train: dict[str, Path], image_size: int, run_dir: str):
         f"data.train.images={train['train_images']}", f"data.train.annotations={train['train_annotations']}",
         f"data.video.num_frames={NUM_FRAMES}", f"data.video.max_num_objects={MAX_OBJECTS}",
     ])
-    return recipe_for(spec).train_dataset()
+    return recipe_for(spec).train_dataset().sources[0].dataset
 
 
 def clips_per_second(load, num_clips: int) -> float:

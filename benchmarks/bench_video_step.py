@@ -80,7 +80,7 @@ def segfit_run(data: dict[str, Path], image_size: int, steps: int, precision: st
         recipe = recipe_for(spec)
         model = recipe.build_model().train()
         optimizer = build_optimizer(recipe.param_groups(model), spec.train.optim)
-        dataset = recipe.train_dataset()
+        dataset = recipe.train_dataset().sources[0].dataset
         batches = (recipe.collate([dataset[(i % len(dataset), i)]]) for i in range(steps + 1))
         step_s = median_step(model, optimizer, batches, lambda batch: recipe.training_step(model, batch)["loss"],
                              precision)

@@ -3,16 +3,17 @@
 # figures are used). The machine has PyTorch but not segfit's pinned packages: carry them as wheels in .whl/
 # (transformers, omegaconf + antlr4-python3-runtime, pycocotools for CPython 3.12; the device tool's README).
 #
-#     bash benchmarks/gpu_session.sh [BENCH_SECONDS]      # on the device machine, from the repo root
+#     bash benchmarks/gpu_session.sh [BENCH_SECONDS [CONFIGS]]     # on the device machine, from the repo root
 set -u
 OUT=${OUT:-/tmp/gpu_session}
 mkdir -p "$OUT"
 BENCH_SECONDS=${1:-330}
+CONFIGS=${2:-tiny_full_official,large_full_official,tiny_frozen_like_for_like,large_frozen_like_for_like,tiny_video_clips,tiny_full_no_corrections,large_full_official_act_ckpt,tiny_full_official_compiled}
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site
 fi
-export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; lscpu | grep "Model name"
   python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
 } > "$OUT/machine.txt" 2>&1
@@ -24,8 +25,7 @@ timeout 150 python3 -m pytest -q -p no:cacheprovider -k cuda tests/test_prompts.
 tail -3 "$OUT/cuda_tests.txt"
 
 # The GPU table: most important configurations first, so a cut-off run still answers the targets.
-cd benchmarks && timeout "$BENCH_SECONDS" python3 bench_gpu_step.py --steps 30 --warmup 10 --only \
-  tiny_full_official,large_full_official,tiny_frozen_like_for_like,large_frozen_like_for_like,tiny_video_clips,tiny_full_no_corrections,large_full_official_act_ckpt,tiny_full_official_compiled \
+cd benchmarks && timeout "$BENCH_SECONDS" python3 bench_gpu_step.py --steps 30 --warmup 10 --only "$CONFIGS" \
   > "$OUT/bench_gpu_step.jsonl" 2> "$OUT/bench_gpu_step.log"
 echo "bench exit $?"
 cat "$OUT/bench_gpu_step.jsonl"

@@ -4,7 +4,9 @@ Examples:
     segfit data synth --kind image --out data/synth
     segfit data synth --kind video --out data/synth_video
     segfit data synth --kind panoptic --out data/synth_panoptic
+    segfit data synth --kind tracking --out data/synth_tracking --num-frames 24
     segfit data extract-frames sav_train/ --out sav_frames/ --every 4 --workers 8
+    segfit data prepare-tracking GOT-10k/train --format got10k --out got10k_crop511/ --workers 8
     segfit data check -e configs/sam2_demo.yaml
     segfit train -e configs/sam2_demo.yaml train.max_steps=200 model.trainable=[mask_decoder]
     segfit evaluate -e configs/sam2_demo.yaml evaluate.max_clicks=20
@@ -44,17 +46,19 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("src", help="an official .pt (→ HF directory) or an HF directory / .safetensors (→ official .pt)")
     convert.add_argument("dst", help="the output directory or .pt file")
 
-    data = tasks.add_parser("data", help="dataset tools: synth, check, extract-frames", allow_abbrev=False)
+    data = tasks.add_parser("data", help="dataset tools: synth, check, extract-frames, prepare-tracking",
+                            allow_abbrev=False)
     data_tasks = data.add_subparsers(dest="data_task", required=True, metavar="DATA_TASK")
     synth = data_tasks.add_parser("synth", help="write a synthetic dataset (demo, tests)", allow_abbrev=False)
-    synth.add_argument("--kind", choices=["image", "video", "semantic", "instance", "panoptic"], default="image",
-                       help="image, video: instance masks (SAM 2); semantic, instance, panoptic: classes (Mask2Former)")
-    synth.add_argument("--format", choices=["labpics", "coco", "sa1b", "davis", "ade", "coco_panoptic"],
+    synth.add_argument("--kind", choices=["image", "video", "semantic", "instance", "panoptic", "tracking"],
+                       default="image", help="image, video: instance masks (SAM 2); semantic, instance, panoptic: "
+                                             "classes (Mask2Former); tracking: box sequences (SiamBAN)")
+    synth.add_argument("--format", choices=["labpics", "coco", "sa1b", "davis", "ade", "coco_panoptic", "got10k"],
                        help="image: labpics (default), coco, sa1b; video: davis; semantic: ade (+ folders); instance: coco; "
-                            "panoptic: coco_panoptic")
+                            "panoptic: coco_panoptic; tracking: got10k")
     synth.add_argument("--out", required=True, help="output folder (train/ and val/ inside)")
-    synth.add_argument("--num-train", type=int, help="images (default 16) or videos (default 4)")
-    synth.add_argument("--num-val", type=int, help="images (default 4) or videos (default 2)")
+    synth.add_argument("--num-train", type=int, help="images (default 16), videos (default 4) or sequences (default 8)")
+    synth.add_argument("--num-val", type=int, help="images (default 4), videos or sequences (default 2)")
     synth.add_argument("--size", help="HxW of the images (default 240x320) or frames (default 120x160)")
     synth.add_argument("--num-frames", type=int, default=8, help="frames per video")
     synth.add_argument("--seed", type=int, default=0)
@@ -66,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
     extract.add_argument("--every", type=int, default=1, help="keep frames 0, k, 2k, ... (SA-V: 4, as the official script)")
     extract.add_argument("--workers", type=int, default=1, help="videos extracted in parallel")
     extract.add_argument("--quality", type=int, default=95, help="JPEG quality")
+    prepare = data_tasks.add_parser("prepare-tracking", help="sequence folders -> pysot crop511 + train.json "
+                                    "(resumable)", allow_abbrev=False)
+    prepare.add_argument("sequences", help="a folder of sequence folders (GOT-10k layout) or of class folders (LaSOT)")
+    prepare.add_argument("--format", choices=["got10k", "lasot"], default="got10k")
+    prepare.add_argument("--out", required=True, help="output folder: crop511/<sequence>/000000.00.x.jpg ... + train.json")
+    prepare.add_argument("--workers", type=int, default=1, help="sequences cropped in parallel")
+    prepare.add_argument("--quality", type=int, default=95, help="JPEG quality")
     return parser
 
 
@@ -89,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
 
             size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else None
             data.synth(args.out, args.kind, args.format, args.num_train, args.num_val, size, args.seed, args.num_frames)
+        elif args.task == "data" and args.data_task == "prepare-tracking":
+            from segfit.tasks import data
+
+            return 0 if data.prepare_tracking(args.sequences, args.format, args.out, args.workers, args.quality) else 1
         elif args.task == "data" and args.data_task == "extract-frames":
             from segfit.tasks import data
 

@@ -13,6 +13,7 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "sam2": ("segfit.models.sam2.spec:Sam2Spec", "segfit.models.sam2.recipe:sam2_recipe"),
     "mask2former": ("segfit.models.mask2former.spec:Mask2FormerSpec",
                     "segfit.models.mask2former.recipe:mask2former_recipe"),
+    "siamban": ("segfit.models.siamban.spec:SiambanSpec", "segfit.models.siamban.recipe:siamban_recipe"),
 }
 
 

@@ -9,9 +9,9 @@ import numpy as np
 from PIL import Image
 
 from segfit.cli import main
-from segfit.data.check import check_split, check_video_split
+from segfit.data.check import check_split, check_splits, check_video_split
 from segfit.data.synthetic import write_synthetic_images, write_synthetic_videos
-from segfit.spec.schema import SplitSpec
+from segfit.spec.schema import DataSpec, MixSpec, SplitSpec
 
 H, W = 24, 32
 
@@ -122,6 +122,19 @@ def test_video_split_report(tmp_path):
     report = check_video_split("train", split, num_frames=4)
     assert report.warnings == [(str(frames / "video_000"), "3 annotated frame(s), fewer than the clip's "
                                                           "num_frames=4: never sampled for training")]
+
+
+def test_a_training_mix_is_checked_dataset_by_dataset_under_its_names(tmp_path):
+    videos = write_synthetic_videos(tmp_path / "v", num_train=2, num_val=0, size=(24, 32), num_frames=4, ann_every=1)
+    images = write_synthetic_images(tmp_path / "i", num_train=2, num_val=0, size=(48, 64))
+    data = DataSpec(train_mix=[
+        MixSpec(name="clips", format="davis", images=str(videos["train_images"]),
+                annotations=str(videos["train_annotations"]), num_frames=5),
+        MixSpec(images=str(images["train_images"]), annotations=str(images["train_annotations"])),
+    ])
+    clips, photos = check_splits(data)
+    assert clips.format().startswith("clips (davis): 2 videos") and photos.format().startswith("train1")
+    assert len(clips.warnings) == 2 and "num_frames=5" in clips.warnings[0][1]  # the dataset's own clip length
 
 
 def test_video_split_missing_folder(tmp_path):

@@ -50,7 +50,7 @@ def test_a_run_writes_agreeing_records_and_plots_and_a_resume_appends_without_du
     assert all(r["loss"] != 123.0 for r in records if r["split"] == "train")
     train_record = records[0]
     assert set(train_record) == {"step", "split", "lr/body", "lr/head", "loss", "iou", "grad_norm", "data_s",
-                                 "steps_per_s", "samples_per_s", "time"}  # + gpu_mem on CUDA
+                                 "steps_per_s", "samples_per_s", "epoch", "time"}  # + gpu_mem on CUDA
     assert 0 <= train_record["data_s"] < 1 / train_record["steps_per_s"]  # waiting for data is part of a step
     assert train_record["lr/head"] == pytest.approx(2 * train_record["lr/body"])
     assert train_record["samples_per_s"] == pytest.approx(2 * train_record["steps_per_s"])

@@ -140,3 +140,25 @@ def test_sgd_with_momentum():
     assert isinstance(optimizer, torch.optim.SGD)
     assert {g["momentum"] for g in optimizer.param_groups} == {0.8}
     assert sorted({g["weight_decay"] for g in optimizer.param_groups}) == [0.0, 0.01]
+
+
+def test_log_schedule_with_log_warmup_per_epoch_matches_the_reference_values():
+    """SiamBAN: 20 epochs of 3 steps, a 5-epoch geometric warm-up 0.001 → 0.005, then log 0.005 → 0.00005; every
+    step of an epoch keeps its lr (values computed from pysot's lr_scheduler.py)."""
+    spec = OptimSpec(base_lr=0.005, scheduler="log", warmup="log", warmup_steps=15, warmup_start_ratio=0.2,
+                     min_lr_ratio=0.01, lr_step_every=3)
+    per_epoch = [0.005 * lr_factor(3 * epoch + 2, spec, 60) for epoch in range(20)]
+    expected = [0.001, 0.00138, 0.00190, 0.00263, 0.00362, 0.005, 0.00360, 0.00259, 0.00186, 0.00134, 0.000965,
+                0.000695, 0.0005, 0.00036, 0.000259, 0.000186, 0.000134, 0.000097, 0.000069, 0.00005]
+    for got, want in zip(per_epoch, expected):
+        assert got == pytest.approx(want, rel=1e-2)  # the reference list is rounded to 2–3 significant digits
+    assert lr_factor(3 * 7, spec, 60) == lr_factor(3 * 7 + 2, spec, 60)
+
+
+def test_sgd_keeps_frozen_parameters_of_groups_unfrozen_later():
+    net = Net()
+    groups = _groups(net)
+    groups[0]["unfrozen_later"] = True
+    optimizer = build_optimizer(groups, OptimSpec(optimizer="sgd", momentum=0.9, weight_decay=1e-4))
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.9
+    assert "frozen.weight" in set().union(*(_names(net, g) for g in optimizer.param_groups))

@@ -14,6 +14,7 @@ import torch
 
 from segfit.engine import trainer
 from segfit.engine.logging import read_records
+from segfit.engine.sampler import MixedBatchSampler
 from segfit.engine.trainer import evaluate, train
 from segfit.engine.transfer import to_device
 from segfit.spec.schema import OptimSpec
@@ -39,8 +40,12 @@ def _train_losses(run_dir: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in records}
 
 
+MIX = [("photos", 24, 2, 1.0), ("clips", 8, 1, 2.5)]
+"""Two training datasets at their own batch sizes, one repeated (``ToyRecipe(mix=...)``)."""
+
 RESUME_CASES = {
     "plain": dict(),
+    "mixed": dict(),
     "accum2-cosine-warmup-workers": dict(
         grad_accum_steps=2, optim=OptimSpec(base_lr=0.05, scheduler="cosine", warmup_steps=2, min_lr_ratio=0.1)
     ),
@@ -57,13 +62,14 @@ def test_resumed_run_continues_exactly_like_an_uninterrupted_one(tmp_path, case)
         s = toy_spec(run_dir, max_steps=max_steps, checkpoint_every=3, eval_every=2, **overrides)
         return dataclasses.replace(s, data=dataclasses.replace(s.data, num_workers=workers))
 
-    full = ToyRecipe(spec(full_dir, 6))
+    mix = MIX if case == "mixed" else None
+    full = ToyRecipe(spec(full_dir, 6), mix=mix)
     train(full, spec(full_dir, 6))
     # The first half runs with max_steps=3, so its end-of-run evaluation happens at step 3, where the full run
     # evaluates nothing; the resumed half must still continue exactly.
-    first = ToyRecipe(spec(split_dir, 3))
+    first = ToyRecipe(spec(split_dir, 3), mix=mix)
     assert train(first, spec(split_dir, 3))["step"] == 3
-    resumed = ToyRecipe(spec(split_dir, 6))
+    resumed = ToyRecipe(spec(split_dir, 6), mix=mix)
     summary = train(resumed, spec(split_dir, 6))
 
     assert summary["step"] == 6
@@ -78,6 +84,29 @@ def test_resumed_run_continues_exactly_like_an_uninterrupted_one(tmp_path, case)
         torch.testing.assert_close(split_weights[key], full_weights[key], rtol=0, atol=0)
     lrs = [(r["step"], r["lr/head"]) for r in read_records(split_dir / "metrics.jsonl") if r["split"] == "train"]
     assert lrs == [(r["step"], r["lr/head"]) for r in read_records(full_dir / "metrics.jsonl") if r["split"] == "train"]
+
+
+def test_mixed_datasets_log_their_sample_counts_and_phases_evaluate(tmp_path):
+    spec = toy_spec(tmp_path, max_steps=30, log_every=5, phases_per_epoch=2)
+    recipe = ToyRecipe(spec, mix=MIX)
+    train(recipe, spec)
+    # what the run should have done, from the sampler alone: its batches' datasets and its phase ends
+    plan = MixedBatchSampler(recipe.train_dataset(), spec.train.seed, phases_per_epoch=2)
+    sources, phase_ends = [], []
+    for step in range(1, 31):
+        sources.append(plan.next_source().name)
+        before = plan.phases_done
+        plan.advance()
+        if plan.phases_done > before:
+            phase_ends.append(step)
+    records = read_records(tmp_path / "metrics.jsonl")
+    train_records = [r for r in records if r["split"] == "train"]
+    assert sum(r.get("samples/photos", 0) for r in train_records) == 2 * sources.count("photos")
+    assert sum(r.get("samples/clips", 0) for r in train_records) == sources.count("clips") > 0
+    assert len(recipe.seen) == 2 * sources.count("photos") + sources.count("clips")
+    assert phase_ends  # an epoch is 28 to 36 batches (12 of photos, 16 to 24 of clips): phases of 14 to 18
+    assert [r["step"] for r in records if r["split"] == "val"] == sorted({*phase_ends, 30})
+    assert train_records[-1]["epoch"] == pytest.approx(plan.epochs_done)
 
 
 def test_resume_off_starts_over_and_drops_the_old_best(tmp_path):

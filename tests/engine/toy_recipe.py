@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from segfit.engine.recipe import ParamGroup
+from segfit.engine.sampler import MixedDataset, Source
 from segfit.spec.schema import DataSpec, OptimSpec, Spec, SplitSpec, TrainSpec
 
 DIM = 4
@@ -68,8 +69,9 @@ class ToyRecipe:
     default_best_metric = "score"
 
     def __init__(self, spec: Spec, dropout: float = 0.2, eval_values: list[float] | None = None,
-                 nan_at_call: int | None = None):
-        self.spec, self.dropout = spec, dropout
+                 nan_at_call: int | None = None, mix: list[tuple[str, int, int, float]] | None = None):
+        """``mix``: train on several datasets, (name, samples, batch size, repeat factor) each."""
+        self.spec, self.dropout, self.mix = spec, dropout, mix
         self.eval_values = list(eval_values or [])
         self.nan_at_call = nan_at_call
         self.seen: list[tuple[int, int]] = []  # (index, seed) of every training sample, in order
@@ -92,8 +94,10 @@ class ToyRecipe:
         body = [(n, p) for n, p in model.named_parameters() if not n.startswith("head.")]
         return [ParamGroup(name="body", params=body, lr=lr), ParamGroup(name="head", params=head, lr=2 * lr)]
 
-    def train_dataset(self) -> ToyDataset:
-        return ToyDataset()
+    def train_dataset(self) -> ToyDataset | MixedDataset:
+        if self.mix is None:
+            return ToyDataset()
+        return MixedDataset([Source(name, ToyDataset(size), batch, repeat) for name, size, batch, repeat in self.mix])
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         return {"x": torch.stack([s["x"] for s in samples]), "y": torch.stack([s["y"] for s in samples]),

@@ -9,12 +9,18 @@ short for a clip.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+from PIL import Image
+
 from segfit.data.formats import VIDEO_FORMATS, open_split, open_video_split
-from segfit.data.records import DataError
+from segfit.data.formats.tracking import list_sequences
+from segfit.data.records import DataError, TrackSequence
 from segfit.data.sampling import choose_clip
 from segfit.spec.schema import SplitSpec
+from segfit.spec.tracking import TrackingSplitSpec
 
 
 @dataclass
@@ -150,6 +156,25 @@ def check_segment_split(name: str, data_format: str, open_reader: Callable[[], A
     return report
 
 
+@dataclass
+class TrackingCheckReport(_Findings):
+    """A box-tracking split (``got10k``, ``lasot``, ``pysot``); problems: missing frames, NaN boxes, negative sizes,
+    boxes outside the image; warnings: sequences no training pair can use."""
+
+    num_sequences: int = 0
+    """Sequences the split lists."""
+    num_loaded: int = 0
+    """Sequences whose boxes and frame list loaded."""
+    num_frames: int = 0
+    """Frames of the loaded sequences."""
+    num_usable: int = 0
+    """Frames with a visible target and a usable box."""
+
+    def summary(self) -> str:
+        return (f"{self.name} ({self.data_format}): {self.num_sequences} sequences, {self.num_loaded} loaded, "
+                f"{self.num_frames} frames ({self.num_usable} with a usable box): {self._status()}")
+
+
 def check_split(name: str, split: SplitSpec, min_object_area: int = 1) -> CheckReport:
     """Load every sample (never stopping at a bad one) and report counts, problems and warnings."""
     report = CheckReport(name=name, data_format=split.format)
@@ -212,15 +237,67 @@ def check_video_split(name: str, split: SplitSpec, num_frames: int = 8, reverse_
     return report
 
 
+def check_tracking_split(name: str, split: TrackingSplitSpec) -> TrackingCheckReport:
+    """Every sequence's boxes and frame files (the first frame's size read from its header), never stopping at a
+    bad sequence."""
+    report = TrackingCheckReport(name=name, data_format=split.format)
+    try:
+        sequences = list_sequences(split)
+    except DataError as err:
+        report.problems.append((err.path, err.problem))
+        return report
+    report.num_sequences = len(sequences)
+    for load in sequences.values():
+        try:
+            sequence = load()
+        except DataError as err:
+            report.problems.append((err.path, err.problem))
+            continue
+        report.num_loaded += 1
+        report.num_frames += len(sequence.frames)
+        report.num_usable += len(sequence.usable)
+        report.problems += [(sequence.source, problem) for problem in _box_problems(sequence)]
+        if not len(sequence.usable):
+            report.warnings.append((sequence.source, "no frame with a visible target: never used for training"))
+    return report
+
+
+def _box_problems(sequence: TrackSequence) -> list[str]:
+    missing = [Path(f).name for f in sequence.frames if not Path(f).is_file()]
+    problems = [f"{len(missing)} missing frame(s), first {missing[0]}"] if missing else []
+    shown = sequence.visible
+    checks = {"NaN box(es)": ~np.isfinite(sequence.boxes).all(axis=1) & shown,
+              "negative size(s)": (sequence.boxes[:, 2:] < 0).any(axis=1)}
+    if not sequence.cropped and len(missing) < len(sequence.frames):
+        with Image.open(next(f for f in sequence.frames if Path(f).is_file())) as first:  # the header only
+            width, height = first.size
+        x, y, w, h = sequence.boxes.T
+        with np.errstate(invalid="ignore"):  # NaN boxes are reported above
+            checks["box(es) outside the image"] = shown & ((x < -1) | (y < -1) | (x + w > width + 1) |
+                                                          (y + h > height + 1))
+    for what, bad in checks.items():
+        if bad.any():
+            problems.append(f"{int(bad.sum())} {what}, first at frame {int(np.flatnonzero(bad)[0]) + 1}")
+    return problems
+
+
+def check_tracking_splits(data: Any) -> list[TrackingCheckReport]:
+    """Reports for every split a ``TrackingDataSpec`` names (each training dataset under ``train[i]``)."""
+    splits = [(f"train[{i}]", split) for i, split in enumerate(data.train.datasets)]
+    splits += [(name, getattr(data, name)) for name in ("val", "test") if getattr(data, name)]
+    return [check_tracking_split(name, split) for name, split in splits]
+
+
 def check_splits(data: Any) -> list[CheckReport | VideoCheckReport]:
     """Reports for every split ``data`` (a ``DataSpec``) names: video formats as videos, the others as images."""
     reports: list[CheckReport | VideoCheckReport] = []
-    for name in ("train", "val", "test"):
-        split = getattr(data, name)
+    named = [(split.name, split) for split in data.training_splits()] + [("val", data.val), ("test", data.test)]
+    for name, split in named:
         if not split or not split.images:
             continue
         if split.format in VIDEO_FORMATS:
-            reports.append(check_video_split(name, split, data.video.num_frames, data.video.reverse_time_prob))
+            num_frames = getattr(split, "num_frames", None) or data.video.num_frames  # a training mix's own length
+            reports.append(check_video_split(name, split, num_frames, data.video.reverse_time_prob))
         else:
             reports.append(check_split(name, split, data.min_object_area))
     return reports

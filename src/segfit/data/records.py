@@ -184,3 +184,39 @@ def segments_of_map(id_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(N×H×W bool masks, N values) of an H×W map: one segment per distinct value, in increasing order."""
     values = np.unique(id_map)
     return id_map[None] == values[:, None, None], values.astype(np.int64)
+
+
+@dataclass
+class TrackSequence:
+    """One target followed through one video: the frame files and the target's box in each (box trackers).
+
+    A sequence is listed, not decoded: frames are read when a pair or a tracking run needs them. In a ``cropped``
+    sequence (pysot's crop511 layout) every frame file is already the 511×511 region around the target, and only
+    the box's width and height are used (the target sits at the crop's centre).
+    """
+
+    name: str
+    """The video's name (and track number, for layouts with several targets per video)."""
+    source: str
+    """The sequence's folder (or the annotation file), for messages."""
+    frames: tuple[str, ...]
+    """Frame files in playing order."""
+    boxes: np.ndarray
+    """T×4 float64 boxes ``x, y, w, h`` in frame pixels (x, y: the top-left corner; NaN where unknown)."""
+    visible: np.ndarray
+    """T bool: the target is visible in the frame and its box is usable (finite, positive size)."""
+    cropped: bool = False
+
+    def __post_init__(self) -> None:
+        self.frames = tuple(self.frames)
+        self.boxes = np.asarray(self.boxes, np.float64).reshape(-1, 4)
+        self.visible = np.asarray(self.visible, bool)
+        if len(self.boxes) != len(self.frames) or self.visible.shape != (len(self.frames),):
+            raise DataError(self.source, f"{len(self.frames)} frames but {len(self.boxes)} boxes and "
+                                         f"{len(self.visible)} visibility flags")
+
+    @property
+    def usable(self) -> np.ndarray:
+        """Positions of the frames a training pair can use: visible, with a finite box of positive size."""
+        ok = self.visible & np.isfinite(self.boxes).all(axis=1) & (self.boxes[:, 2] > 0) & (self.boxes[:, 3] > 0)
+        return np.flatnonzero(ok)

@@ -1,4 +1,4 @@
-"""AdamW (or SGD) over the recipe's parameter groups, and the learning-rate schedules (stepped once per optimizer step).
+"""AdamW or SGD over the recipe's parameter groups, and the learning-rate schedules (stepped once per optimizer step).
 
 Weight-decay rule: decay pulls weights towards zero, which regularises matrices and kernels but distorts
 parameters that are scales, shifts or lookup positions. So no weight decay on parameters with at most one
@@ -24,14 +24,15 @@ def takes_weight_decay(name: str, param: nn.Parameter) -> bool:
 
 
 def build_optimizer(groups: list[ParamGroup], spec: OptimSpec) -> torch.optim.Optimizer:
-    """AdamW (or SGD) with each recipe group split into a decayed and a non-decayed group (both keep the group's
-    ``name``)."""
+    """``spec.optimizer`` with each recipe group split into a decayed and a non-decayed group (both keep the group's
+    ``name``). A group marked ``unfrozen_later`` keeps its frozen parameters: they get no gradient, so no update
+    and no optimizer state, until the recipe's ``before_step`` lets them train."""
     if len(spec.betas) != 2:
         raise ValueError(f"train.optim.betas: expected two values (beta1, beta2), got {spec.betas}")
     owner: dict[int, str] = {}
     torch_groups = []
     for group in groups:
-        trainable = [(n, p) for n, p in group["params"] if p.requires_grad]
+        trainable = [(n, p) for n, p in group["params"] if p.requires_grad or group.get("unfrozen_later")]
         for name, param in trainable:
             if id(param) in owner:
                 raise ValueError(
@@ -56,23 +57,33 @@ def build_optimizer(groups: list[ParamGroup], spec: OptimSpec) -> torch.optim.Op
 def lr_factor(step: int, spec: OptimSpec, max_steps: int) -> float:
     """Multiplier of each group's initial lr for the optimizer step that follows ``step`` completed steps.
 
-    Warm-up ramps linearly so that step ``k`` (1-based) of ``warmup_steps`` uses ``k / warmup_steps``; the
-    schedule proper then runs over the remaining steps: cosine reaches ``min_lr_ratio`` at ``max_steps``,
-    multistep multiplies by ``gamma`` at each milestone (as ``torch.optim.lr_scheduler.MultiStepLR``), poly decays
-    as (1 − progress)^power to 0 at ``max_steps``.
+    A linear warm-up ramps so that step ``k`` (1-based) of ``warmup_steps`` uses ``k / warmup_steps``; a log
+    warm-up goes geometrically from ``warmup_start_ratio`` (its first step) towards 1 (reached after it, as pysot's
+    step warm-up). The schedule proper then runs over the remaining steps: cosine reaches ``min_lr_ratio`` at
+    ``max_steps``, log reaches it at the last step (pysot's log schedule: evenly spaced in log lr, both ends
+    included), multistep multiplies by ``gamma`` at each milestone (as ``torch.optim.lr_scheduler.MultiStepLR``),
+    poly decays as (1 − progress)^power to 0 at ``max_steps``. With ``lr_step_every`` = n, every count (step, warm-up, max_steps, milestones) is taken in units of n steps.
     """
-    warmup = min(1.0, (step + 1) / spec.warmup_steps) if spec.warmup_steps > 0 else 1.0
+    n = spec.lr_step_every
+    step, warmup_steps, max_steps = step // n, spec.warmup_steps // n, max(1, max_steps // n)
+    warmup = 1.0
+    if step < warmup_steps:
+        warmup = (spec.warmup_start_ratio ** (1 - step / warmup_steps) if spec.warmup == "log"
+                  else (step + 1) / warmup_steps)
     if spec.scheduler == "constant":
         return warmup
-    progress = min(1.0, max(0.0, (step - spec.warmup_steps) / max(1, max_steps - spec.warmup_steps)))
+    progress = min(1.0, max(0.0, (step - warmup_steps) / max(1, max_steps - warmup_steps)))
     if spec.scheduler == "cosine":
         return warmup * (spec.min_lr_ratio + (1 - spec.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    if spec.scheduler == "log":
+        last = min(1.0, max(0.0, (step - warmup_steps) / max(1, max_steps - warmup_steps - 1)))
+        return warmup * spec.min_lr_ratio ** last
     if spec.scheduler == "multistep":
-        return warmup * spec.gamma ** sum(step >= m for m in spec.milestones)
+        return warmup * spec.gamma ** sum(step >= m // n for m in spec.milestones)
     if spec.scheduler == "poly":
         return warmup * (1 - progress) ** spec.power
-    raise ValueError(f"train.optim.scheduler: unknown schedule {spec.scheduler!r}; known: constant, cosine, multistep, "
-                     f"poly")
+    raise ValueError(f"train.optim.scheduler: unknown schedule {spec.scheduler!r}; known: constant, cosine, log, "
+                     "multistep, poly")
 
 
 def build_scheduler(

@@ -11,7 +11,9 @@ from matplotlib.figure import Figure  # no pyplot: no global backend or figure s
 
 from segfit.engine.logging import METRICS_FILE, read_records
 
-NOT_TERMS = {"step", "split", "time", "steps_per_s", "samples_per_s"}
+NOT_TERMS = {"step", "split", "time", "steps_per_s", "samples_per_s", "epoch"}
+COUNTS = "samples/"
+"""Per-dataset sample counts: the log holds them, the plots do not."""
 
 
 def _series(records: list[dict[str, Any]], keys: list[str]) -> dict[str, tuple[list[int], list[float]]]:
@@ -53,7 +55,7 @@ def render_plots(results_dir: Path) -> list[Path]:
     val = [r for r in records if r["split"] == "val"]
     out = Path(results_dir) / "plots"
     plots = [
-        (out / "loss.png", train, lambda k: k not in NOT_TERMS and not k.startswith("lr/"), "training", False),
+        (out / "loss.png", train, lambda k: k not in NOT_TERMS and not k.startswith(("lr/", COUNTS)), "training", False),
         (out / "metrics.png", val, lambda k: k not in NOT_TERMS, "validation metrics", False),
         (out / "lr.png", train, lambda k: k.startswith("lr/"), "learning rate", True),
     ]

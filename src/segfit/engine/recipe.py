@@ -18,6 +18,8 @@ class ParamGroup(dict):
     """``{"name": str, "params": list[(name, Parameter)], "lr": float}``: one learning rate for a set of parameters.
 
     The engine splits each group again into decayed and non-decayed parameters (norms, biases, position embeddings).
+    With ``"unfrozen_later": True`` its frozen parameters join the optimizer too, for a recipe whose ``before_step``
+    unfreezes them during the run.
     """
 
 
@@ -64,3 +66,8 @@ class Recipe(Protocol):
     def evaluate(self, model: nn.Module, split: str, samples_dir: Path | None = None) -> dict[str, float]:
         """Metrics on a data split (``val`` or ``test``); overlays written to ``samples_dir`` when given."""
         ...
+
+    # Optional (the engine calls it when a recipe has it):
+    # def before_step(self, model: nn.Module, step: int) -> bool:
+    #     """Called before optimizer step ``step`` (0-based; also right after a resume): set what trains at this step
+    #     (a function of ``step`` alone, so a resumed run matches); True when the trainable parameters changed."""

@@ -1,12 +1,20 @@
-"""An infinite, seeded, resumable sample order: a resumed run sees exactly the samples an uninterrupted one would."""
+"""The training data order: batches from one or several datasets, seeded, resumable, split across processes.
+
+A resumed run sees exactly the batches an uninterrupted one would, whatever the number of loader workers. Several
+datasets mix as the official SAM 2 trainer mixes them (``TorchTrainMixedDataset``): each has its own batch size,
+every batch comes from one dataset, drawn with probability proportional to the batches it has left this epoch.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, Sampler
 
 
 def mix_seed(*keys: int) -> int:
@@ -14,48 +22,146 @@ def mix_seed(*keys: int) -> int:
     return int(np.random.SeedSequence([k % 2**64 for k in keys]).generate_state(1)[0])
 
 
-class ResumableSampler(Sampler[tuple[int, int]]):
-    """Yields ``(index, sample_seed)`` forever, epoch after epoch, for a dataset whose ``__getitem__`` takes that pair.
+@dataclass(frozen=True)
+class Source:
+    """One training dataset: its items take ``(index, sample_seed)``; its batches hold ``batch_size`` of them per
+    process. ``repeat_factor`` r shows each sample r times per epoch on average (⌊r⌋ times, once more with
+    probability r − ⌊r⌋, drawn afresh every epoch: Detectron2's repeat factors)."""
 
-    Epoch ``e`` is a permutation of ``range(num_samples)`` drawn from ``(seed, e)``. Rank ``r`` of ``world_size``
-    takes the ``r``-th equal slice of it (the remainder is left out of that epoch so all ranks run in step) and the
-    sample seed comes from ``(seed, epoch, position in the permutation)``: it depends neither on workers nor on
-    restarts.
+    name: str
+    dataset: Dataset
+    batch_size: int
+    repeat_factor: float = 1.0
 
-    The state ``(epoch, position)`` counts samples the trainer *consumed* (``advance``), not samples iterated: a
+
+class MixedDataset(Dataset):
+    """Several sources behind one dataset: an item is ``(source, index, sample_seed)``."""
+
+    def __init__(self, sources: Sequence[Source]):
+        if not sources:
+            raise ValueError("no training dataset")
+        names = [s.name for s in sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"training datasets: names {names} must differ (they label the logged sample counts)")
+        for s in sources:
+            if s.batch_size < 1 or not s.repeat_factor > 0:
+                raise ValueError(f"training dataset {s.name!r}: batch_size {s.batch_size} must be at least 1 and "
+                                 f"repeat_factor {s.repeat_factor} above 0")
+        self.sources = list(sources)
+
+    def __len__(self) -> int:
+        return sum(len(s.dataset) for s in self.sources)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int, int]) -> Any:
+        source, index, seed = key
+        return self.sources[source].dataset[(index, seed)]
+
+
+@dataclass(frozen=True)
+class _Epoch:
+    """One epoch's plan: each batch's source and the positions of its samples in that source's order."""
+
+    sources: list[int]
+    starts: list[int]
+    orders: list[list[int]]
+
+
+class MixedBatchSampler(Sampler[list[tuple[int, int, int]]]):
+    """Yields this process's batches of ``(source, index, sample_seed)`` forever, epoch after epoch.
+
+    Epoch ``e``, from ``(seed, e)`` alone: each source's indices repeated by its factor and shuffled, cut into global
+    batches of ``batch_size × world_size`` (a remainder is left out of that epoch), and the batches of all sources
+    put in a random order, the same on every process, so all processes train on the same source at each step. Rank
+    ``r`` takes the ``r``-th slice of each global batch. A sample's seed comes from ``(seed, epoch, source, its
+    position in the source's order)``: it depends neither on workers, nor on restarts, nor on the rank.
+
+    The state ``(epoch, batch)`` counts batches the trainer *consumed* (``advance``), not batches iterated: a
     DataLoader prefetches, so iteration runs ahead of training. ``iter()`` starts at the current state.
+    ``phases_per_epoch`` cuts each epoch into that many phases of equal batch counts (the official trainer's
+    checkpoint and validation cadence); ``phases_done`` counts the phase ends consumed so far.
     """
 
-    def __init__(self, num_samples: int, seed: int, rank: int = 0, world_size: int = 1):
-        if num_samples < world_size:
-            raise ValueError(f"training dataset has {num_samples} samples: fewer than the {world_size} processes")
-        self.num_samples, self.seed, self.rank, self.world_size = num_samples, seed, rank, world_size
-        self.per_rank = num_samples // world_size
-        self.epoch, self.position = 0, 0
+    def __init__(self, dataset: MixedDataset, seed: int, rank: int = 0, world_size: int = 1,
+                 phases_per_epoch: int = 1):
+        self.sources, self.seed, self.rank, self.world_size = dataset.sources, seed, rank, world_size
+        self.sizes = [len(s.dataset) for s in self.sources]  # type: ignore[arg-type]
+        for source, size in zip(self.sources, self.sizes):
+            if size * math.floor(source.repeat_factor) < source.batch_size * world_size:
+                raise ValueError(f"training dataset {source.name!r} has {size} samples (repeat factor "
+                                 f"{source.repeat_factor}): fewer than one batch of {source.batch_size} for each of "
+                                 f"the {world_size} processes")
+        self.phases_per_epoch = phases_per_epoch
+        self.epoch, self.batch = 0, 0
+        self._cached: tuple[int, _Epoch] | None = None
 
-    def epoch_indices(self, epoch: int) -> list[int]:
-        """This rank's dataset indices for ``epoch``, in order."""
-        order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(mix_seed(self.seed, epoch)))
-        start = self.rank * self.per_rank
-        return order[start : start + self.per_rank].tolist()
+    def plan(self, epoch: int) -> _Epoch:
+        if self._cached is None or self._cached[0] != epoch:
+            self._cached = (epoch, self._plan(epoch))
+        return self._cached[1]
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        return self._stream(self.epoch, self.position)
+    def _plan(self, epoch: int) -> _Epoch:
+        gen = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
+        orders, labels = [], []
+        for index, (source, size) in enumerate(zip(self.sources, self.sizes)):
+            whole, fraction = divmod(source.repeat_factor, 1.0)
+            copies = torch.full((size,), int(whole)) + (torch.rand(size, generator=gen) < fraction).long()
+            order = torch.arange(size).repeat_interleave(copies)
+            orders.append(order[torch.randperm(len(order), generator=gen)].tolist())
+            labels += [index] * (len(order) // (source.batch_size * self.world_size))
+        # a random order of all batches: each step draws a source with probability ∝ the batches it has left
+        sources = [labels[i] for i in torch.randperm(len(labels), generator=gen).tolist()]
+        done, starts = [0] * len(self.sources), []
+        for source in sources:  # the k-th batch of a source takes the k-th slice of its order
+            starts.append(done[source] * self.sources[source].batch_size * self.world_size)
+            done[source] += 1
+        return _Epoch(sources, starts, orders)
 
-    def _stream(self, epoch: int, position: int) -> Iterator[tuple[int, int]]:
-        offset = self.rank * self.per_rank  # seeds are keyed by the global position, so ranks never share one
+    def batches_per_epoch(self) -> int:
+        return len(self.plan(self.epoch).sources)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+        epoch, batch = self.epoch, self.batch
         while True:
-            indices = self.epoch_indices(epoch)
-            for pos in range(position, self.per_rank):
-                yield indices[pos], mix_seed(self.seed, epoch, offset + pos)
-            epoch, position = epoch + 1, 0
+            plan = self.plan(epoch)
+            for position in range(batch, len(plan.sources)):
+                yield self._batch(epoch, plan, position)
+            epoch, batch = epoch + 1, 0
 
-    def advance(self, num_consumed: int) -> None:
-        """Record that the trainer consumed ``num_consumed`` more samples."""
-        self.epoch, self.position = divmod(self.epoch * self.per_rank + self.position + num_consumed, self.per_rank)
+    def _batch(self, epoch: int, plan: _Epoch, position: int) -> list[tuple[int, int, int]]:
+        source = plan.sources[position]
+        size = self.sources[source].batch_size
+        first = plan.starts[position] + self.rank * size
+        order = plan.orders[source]
+        return [(source, order[p], mix_seed(self.seed, epoch, source, p)) for p in range(first, first + size)]
+
+    def next_source(self) -> Source:
+        """The source of the next batch the trainer will consume."""
+        return self.sources[self.plan(self.epoch).sources[self.batch]]
+
+    def advance(self, num_batches: int = 1) -> None:
+        """Record that the trainer consumed ``num_batches`` more batches."""
+        for _ in range(num_batches):
+            self.batch += 1
+            if self.batch == self.batches_per_epoch():
+                self.epoch, self.batch = self.epoch + 1, 0
+
+    @property
+    def epochs_done(self) -> float:
+        """Data epochs consumed, with the fraction of the current one."""
+        return self.epoch + self.batch / self.batches_per_epoch()
+
+    @property
+    def phases_done(self) -> int:
+        """Phase ends consumed (``phases_per_epoch`` per epoch, of ⌈batches / phases⌉ batches each, the last
+        one shorter)."""
+        per_phase = math.ceil(self.batches_per_epoch() / self.phases_per_epoch)
+        return self.epoch * self.phases_per_epoch + self.batch // per_phase
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position}
+        return {"epoch": self.epoch, "batch": self.batch}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        if "batch" not in state:
+            raise ValueError(f"checkpoint sampler state {state} is from an older segfit, which ordered the data "
+                             "otherwise: it cannot resume exactly; start afresh (train.resume=false)")
+        self.epoch, self.batch = int(state["epoch"]), int(state["batch"])

@@ -44,7 +44,7 @@ from segfit.engine.optim import apply_schedule, build_optimizer, build_scheduler
 from segfit.engine.plots import render_plots
 from segfit.engine.precision import autocast, check_precision, grad_scaler
 from segfit.engine.recipe import Recipe
-from segfit.engine.sampler import ResumableSampler
+from segfit.engine.sampler import MixedBatchSampler, MixedDataset, Source
 from segfit.engine.transfer import to_device
 from segfit.spec.schema import Spec, TrainSpec
 
@@ -71,7 +71,10 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
         scheduler = build_scheduler(optimizer, cfg.optim, cfg.max_steps)
         scaler = grad_scaler(cfg.precision, device)
         dataset = recipe.train_dataset()
-        sampler = ResumableSampler(len(dataset), cfg.seed, dist.rank, dist.world_size)
+        if not isinstance(dataset, MixedDataset):
+            dataset = MixedDataset([Source("train", dataset, spec.data.batch_size)])
+        phases = cfg.phases_per_epoch
+        sampler = MixedBatchSampler(dataset, cfg.seed, dist.rank, dist.world_size, phases or 1)
         best_metric = cfg.best_metric or recipe.default_best_metric
         step, best, elapsed_before = 0, None, 0.0
         last = Path(cfg.resume_from) if cfg.resume_from else (
@@ -92,7 +95,7 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
         trainable = [p for p in model.parameters() if p.requires_grad]
         workers = loader_workers(spec.data.num_workers)
         batches = iter(DataLoader(
-            dataset, batch_size=spec.data.batch_size, sampler=sampler, collate_fn=recipe.collate,
+            dataset, batch_sampler=sampler, collate_fn=recipe.collate,
             num_workers=workers, persistent_workers=workers > 0, pin_memory=device.type == "cuda",
             generator=torch.Generator().manual_seed(cfg.seed),  # keeps the loader off the global RNG
         ))
@@ -100,7 +103,6 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
                                             bar_keys=("loss", "iou", best_metric, "gpu_mem")))
         validate = spec.data.val is not None and cfg.eval_every > 0
         max_norm = math.inf if cfg.optim.grad_clip is None else cfg.optim.grad_clip  # inf: measure, don't clip
-        samples_per_step = spec.data.batch_size * cfg.grad_accum_steps * dist.world_size
         started = time.perf_counter()
         window, last_train, last_val, non_finite = _Window(), {}, {}, _NonFinite()
 
@@ -112,9 +114,13 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
                             sampler.state_dict(), extra, best=best, rng_states=rng_states, base=spec.model.checkpoint)
 
         model.train()
+        before_step = getattr(recipe, "before_step", None)
         while step < cfg.max_steps:
-            step_started, data_seconds = time.perf_counter(), 0.0
+            if before_step is not None and before_step(model, step):
+                trainable = [p for p in model.parameters() if p.requires_grad]
+            step_started, data_seconds, phases_before = time.perf_counter(), 0.0, sampler.phases_done
             for _ in range(cfg.grad_accum_steps):
+                window.count(sampler.next_source(), dist.world_size)
                 data_started = time.perf_counter()
                 batch = to_device(next(batches), device)
                 data_seconds += time.perf_counter() - data_started
@@ -123,7 +129,7 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
                 non_finite.add(terms, step + 1)
                 if terms["loss"].requires_grad:  # else nothing in the batch trains (a clip given whole as masks)
                     scaler.scale(terms["loss"] / cfg.grad_accum_steps).backward()
-                sampler.advance(spec.data.batch_size)
+                sampler.advance()
                 window.add(terms)
             average_gradients(trainable, dist)  # over processes; scaled gradients average like unscaled ones
             scaler.unscale_(optimizer)
@@ -140,15 +146,17 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
 
             at_end = step == cfg.max_steps
             log_due = step % cfg.log_every == 0 or at_end
-            eval_due = validate and (step % cfg.eval_every == 0 or at_end)
-            checkpoint_due = step % cfg.checkpoint_every == 0 or at_end
+            phase_due = phases is not None and sampler.phases_done > phases_before
+            eval_due = validate and (step % cfg.eval_every == 0 or at_end or phase_due)
+            checkpoint_due = step % cfg.checkpoint_every == 0 or at_end or phase_due
             if log_due or eval_due or checkpoint_due:
                 non_finite.check()  # where the host waits anyway: never log, evaluate or save after a bad step
             if log_due:
                 last_train = all_reduce_mean(window.means(), device, dist)
                 steps_per_s = window.steps / window.seconds
                 log.log({"step": step, "split": "train", **lrs, **last_train, **peak_gpu_memory(device),
-                         "steps_per_s": steps_per_s, "samples_per_s": steps_per_s * samples_per_step,
+                         "steps_per_s": steps_per_s, "samples_per_s": sum(window.samples.values()) / window.seconds,
+                         **window.sample_counts(len(dataset.sources) > 1), "epoch": sampler.epochs_done,
                          "time": elapsed_before + time.perf_counter() - started})
                 window = _Window()
             if not (eval_due or checkpoint_due):
@@ -206,7 +214,16 @@ class _Window:
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
         self.counts: dict[str, int] = {}
+        self.samples: dict[str, int] = {}
         self.steps, self.seconds = 0, 0.0
+
+    def count(self, source: Source, world_size: int) -> None:
+        """A batch of ``source`` on every process."""
+        self.samples[source.name] = self.samples.get(source.name, 0) + source.batch_size * world_size
+
+    def sample_counts(self, per_source: bool) -> dict[str, int]:
+        """``samples/<dataset>``: the samples each training dataset gave since the last record (when several)."""
+        return {f"samples/{name}": count for name, count in self.samples.items()} if per_source else {}
 
     def add(self, values: dict[str, torch.Tensor], step_seconds: float | None = None) -> None:
         for key, value in values.items():
@@ -276,7 +293,8 @@ def _metric(metrics: dict[str, Any], name: str) -> float:
 def _check(cfg: TrainSpec, batch_size: int) -> None:
     at_least = {"train.grad_accum_steps": (cfg.grad_accum_steps, 1), "train.log_every": (cfg.log_every, 1),
                 "train.checkpoint_every": (cfg.checkpoint_every, 1), "train.eval_every": (cfg.eval_every, 0),
-                "train.max_steps": (cfg.max_steps, 0), "data.batch_size": (batch_size, 1)}
+                "train.max_steps": (cfg.max_steps, 0), "data.batch_size": (batch_size, 1),
+                "train.phases_per_epoch": (1 if cfg.phases_per_epoch is None else cfg.phases_per_epoch, 1)}
     for key, (value, minimum) in at_least.items():
         if value < minimum:
             raise ValueError(f"{key}: {value} must be at least {minimum}")

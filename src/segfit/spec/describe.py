@@ -31,15 +31,6 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def _default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is dataclasses.MISSING:
-        return "required"
-    value = f.default_factory()  # type: ignore[misc]
-    return None if dataclasses.is_dataclass(value) else value
-
-
 def _type(tp: Any) -> str:
     """Readable in a Markdown table cell (no ``|``)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -52,19 +43,34 @@ def _type(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def rows(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
+def _default(f: dataclasses.Field) -> Any:
+    """A field's own default (``required`` when it has none, as the items of a list of sections may)."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is dataclasses.MISSING:
+        return "required"
+    return f.default_factory()  # type: ignore[misc]
+
+
+def rows(cls: type, prefix: str = "", defaults: Any = None) -> list[tuple[str, str, str, str]]:
+    """One row per key; ``defaults`` is the section as its parent builds it (a parent's ``default_factory`` may
+    set other values than the section class's own defaults, e.g. SiamBAN's search augmentation); None: each
+    field's own default."""
     out = []
     docs, hints = field_docs(cls), typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        tp = hints[f.name]
+        tp, value = hints[f.name], _default(f) if defaults is None else getattr(defaults, f.name)
         nested = [a for a in (typing.get_args(tp) or (tp,)) if dataclasses.is_dataclass(a)]
-        if nested:
+        if typing.get_origin(tp) is list and nested:  # a list of sections: its item keys under name[]
+            out.append((prefix + f.name, "list of sections", "", docs.get(f.name, "")))
+            out += rows(nested[0], f"{prefix}{f.name}[].")
+        elif nested:
             optional = type(None) in typing.get_args(tp)
             if docs.get(f.name) or optional:
                 out.append((prefix + f.name, "section" + (" or null" if optional else ""), "null" if optional else "", docs.get(f.name, "")))
-            out += rows(nested[0], f"{prefix}{f.name}{'[]' if typing.get_origin(tp) is list else ''}.")
+            out += rows(nested[0], f"{prefix}{f.name}.", value if dataclasses.is_dataclass(value) else None)
         else:
-            out.append((prefix + f.name, _type(tp), repr(_default(f)), docs.get(f.name, "")))
+            out.append((prefix + f.name, _type(tp), repr(value), docs.get(f.name, "")))
     return out
 
 

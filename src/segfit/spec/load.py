@@ -229,7 +229,8 @@ def key_paths(cls: type, prefix: str = "") -> list[str]:
         tp = hints[f.name]
         inner = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)] or [tp]
         if dataclasses.is_dataclass(inner[0]):
-            paths += key_paths(inner[0], f"{prefix}{f.name}.")
+            items = "[]" if typing.get_origin(tp) is list else ""  # a list of sections: its items' keys
+            paths += key_paths(inner[0], f"{prefix}{f.name}{items}.")
         else:
             paths.append(prefix + f.name)
     return paths

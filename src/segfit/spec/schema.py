@@ -7,8 +7,8 @@ here and nowhere else: code reads fields, never ``get(key, default)``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, Literal
 
 
 @dataclass
@@ -44,6 +44,33 @@ class SplitSpec:
     def __post_init__(self) -> None:
         if self.ann_every < 1:
             raise ValueError(f"ann_every: must be at least 1, got {self.ann_every}")
+
+
+@dataclass
+class MixSpec(SplitSpec):
+    """One dataset of a training mix (``data.train_mix``): a split plus how it enters the batches."""
+
+    name: str = ""
+    """Label of its sample counts in the log (``samples/<name>``); empty: ``train<i>`` by position."""
+    batch_size: int | None = None
+    """Samples per batch (per process) when a batch comes from this dataset; empty: ``data.batch_size``. Each batch
+    comes from one dataset, so image and video datasets can differ here."""
+    repeat_factor: float = 1.0
+    """Times each sample is seen per epoch on average (2.5: twice, and a third time with probability 0.5)."""
+    num_frames: int | None = None
+    """Video training: frames per clip from this dataset; empty: ``data.video.num_frames`` for videos, 1 for an image
+    format (images train as one-frame clips, as the official trainer mixes SA-1B in)."""
+    max_num_objects: int | None = None
+    """Objects per sample from this dataset; empty: ``data.video.max_num_objects`` for videos, else
+    ``data.max_num_objects``."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.repeat_factor <= 0:
+            raise ValueError(f"repeat_factor: must be above 0, got {self.repeat_factor}")
+        for name in ("batch_size", "num_frames", "max_num_objects"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
 
 
 @dataclass
@@ -140,29 +167,52 @@ class DataSpec:
     augment: AugmentSpec = field(default_factory=AugmentSpec)
     video: VideoSpec = field(default_factory=VideoSpec)
     """Clip sampling and augmentation for video training (docs/data-formats.md, "Videos")."""
+    train_mix: list[MixSpec] = field(default_factory=list)
+    """Several training datasets at once (images and videos), each with its own batch size and repeat factor, instead
+    of ``data.train``; each batch comes from one of them, drawn in proportion to the batches each has left in the
+    epoch (docs/video.md, "Mixed training")."""
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_num_objects", "min_object_area"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if self.train_mix and self.train.images:
+            raise ValueError("train_mix: give data.train or data.train_mix, not both")
+
+    def training_splits(self) -> list[MixSpec]:
+        """The training datasets: ``train_mix``, or ``train`` alone with ``batch_size``; every one named."""
+        if not self.train_mix:
+            return [MixSpec(**vars(self.train), name="train", batch_size=self.batch_size)]
+        return [replace(split, name=split.name or f"train{i}", batch_size=split.batch_size or self.batch_size)
+                for i, split in enumerate(self.train_mix)]
 
 
 @dataclass
 class OptimSpec:
     optimizer: Literal["adamw", "sgd"] = "adamw"
+    """``adamw``, or ``sgd`` with (non-Nesterov) ``momentum``."""
     base_lr: float = 1e-5
     """Learning rate of every trained parameter not given its own rate by the family."""
     weight_decay: float = 0.1
     """Weight decay; never applied to norms, biases and position embeddings."""
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    """adamw: its two moment decay rates."""
+    """adamw: the moment decay rates."""
     momentum: float = 0.9
-    """sgd: its momentum."""
-    scheduler: Literal["constant", "cosine", "multistep", "poly"] = "cosine"
+    """sgd: momentum."""
+    scheduler: Literal["constant", "cosine", "multistep", "log", "poly"] = "cosine"
+    """After the warm-up: ``cosine`` to ``min_lr_ratio``, ``log`` (geometric, evenly spaced in log lr) to
+    ``min_lr_ratio`` at the last step, ``poly`` ((1 − progress)^power to 0), ``multistep`` or ``constant``."""
     warmup_steps: int = 0
-    """Linear warm-up from 0 over this many steps."""
+    """Warm-up over this many steps."""
+    warmup: Literal["linear", "log"] = "linear"
+    """Warm-up ramp: ``linear`` from 0, or ``log`` (geometric) from ``warmup_start_ratio``."""
+    warmup_start_ratio: float = 0.2
+    """log warm-up: the first step's lr as a fraction of the initial one."""
     min_lr_ratio: float = 0.1
-    """cosine: final lr as a fraction of the initial one (official trainer: lr → lr/10)."""
+    """cosine, log: final lr as a fraction of the initial one (official SAM 2 trainer: lr → lr/10)."""
+    lr_step_every: int = 1
+    """The lr changes every this many steps only (an epoch, to hold it through each epoch as pysot does); warm-up
+    and schedule lengths then count in these units."""
     milestones: list[int] = field(default_factory=list)
     """multistep: steps at which the lr is multiplied by ``gamma``."""
     gamma: float = 0.1
@@ -170,6 +220,14 @@ class OptimSpec:
     """poly: lr × (1 − progress)^power over the steps after warm-up (Mask2Former's ``WarmupPolyLR``)."""
     grad_clip: float | None = 0.1
     """Max global gradient L2 norm (official trainer: 0.1); ``null`` disables clipping."""
+
+    def __post_init__(self) -> None:
+        if self.lr_step_every < 1:
+            raise ValueError(f"lr_step_every: must be at least 1, got {self.lr_step_every}")
+        if not 0 < self.warmup_start_ratio <= 1:
+            raise ValueError(f"warmup_start_ratio: must be in (0, 1], got {self.warmup_start_ratio}")
+        if self.scheduler == "log" and not 0 < self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio: the log schedule needs a value in (0, 1], got {self.min_lr_ratio}")
 
 
 @dataclass
@@ -187,6 +245,9 @@ class TrainSpec:
     """Steps between checkpoints (one is always written at the end)."""
     eval_every: int = 50
     """Steps between validation runs (needs ``data.val``); 0 disables."""
+    phases_per_epoch: int | None = None
+    """Also evaluate and checkpoint at the end of every 1/N of a data epoch (the official SAM 2 trainer's phases);
+    empty: only every ``eval_every`` / ``checkpoint_every`` steps."""
     log_every: int = 10
     """Steps between records in metrics.jsonl / TensorBoard."""
     best_metric: str = ""
@@ -247,3 +308,11 @@ class Spec:
     evaluate: EvaluateSpec = field(default_factory=EvaluateSpec)
     inference: InferenceSpec = field(default_factory=InferenceSpec)
     export: ExportSpec = field(default_factory=ExportSpec)
+
+
+def eval_split(data: Any, split: str) -> Any:
+    """The split ``segfit evaluate`` (``test``: ``data.test``, else ``data.val``) or validation (``val``) runs on."""
+    chosen = data.val if split == "val" else (data.test or data.val)
+    if chosen is None:
+        raise ValueError(f"data.{split}: no split to evaluate on; set data.val (or data.test)")
+    return chosen

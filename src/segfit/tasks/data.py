@@ -1,4 +1,4 @@
-"""``segfit data synth``, ``segfit data check`` and ``segfit data extract-frames``."""
+"""``segfit data synth``, ``segfit data check``, ``segfit data extract-frames`` and ``segfit data prepare-tracking``."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from segfit.data.extract import extract_frames as extract_video_frames
+from segfit.data.prepare_tracking import prepare_tracking as crop_sequences
 from segfit.data.synthetic import write_synthetic_images, write_synthetic_videos
 from segfit.data.synthetic_segments import write_synthetic_segments
+from segfit.data.synthetic_tracking import write_synthetic_tracking
 from segfit.registry import recipe_for
 
 SYNTH_DEFAULTS = {
@@ -16,11 +18,12 @@ SYNTH_DEFAULTS = {
     "semantic": {"format": "ade", "num_train": 16, "num_val": 4, "size": (128, 160)},
     "instance": {"format": "coco", "num_train": 16, "num_val": 4, "size": (128, 160)},
     "panoptic": {"format": "coco_panoptic", "num_train": 16, "num_val": 4, "size": (128, 160)},
+    "tracking": {"format": "got10k", "num_train": 8, "num_val": 2, "size": (120, 160)},
 }
-KIND_FORMATS = {"image": ("labpics", "coco", "sa1b"), "video": ("davis",), "semantic": ("ade",), "instance": ("coco",),
-                "panoptic": ("coco_panoptic",)}
-"""Formats each kind can be written in (``ade`` writes the ``folders`` layout too)."""
 """What ``segfit data synth`` writes for each ``--kind`` when an option is not given."""
+KIND_FORMATS = {"image": ("labpics", "coco", "sa1b"), "video": ("davis",), "semantic": ("ade",), "instance": ("coco",),
+                "panoptic": ("coco_panoptic",), "tracking": ("got10k",)}
+"""Formats each kind can be written in (``ade`` writes the ``folders`` layout too)."""
 
 
 def synth(out_dir: str, kind: str = "image", format: str | None = None, num_train: int | None = None,
@@ -35,6 +38,9 @@ def synth(out_dir: str, kind: str = "image", format: str | None = None, num_trai
     if kind in ("semantic", "instance", "panoptic"):
         paths = write_synthetic_segments(out_dir, kind, num_train=options["num_train"], num_val=options["num_val"],
                                          size=options["size"], seed=seed)
+    elif kind == "tracking":
+        paths = write_synthetic_tracking(out_dir, num_train=options["num_train"], num_val=options["num_val"],
+                                         size=options["size"], num_frames=num_frames, seed=seed)
     elif kind == "video":
         paths = write_synthetic_videos(out_dir, num_train=options["num_train"], num_val=options["num_val"],
                                        size=options["size"], num_frames=num_frames, seed=seed)
@@ -51,7 +57,7 @@ def check(spec: Any) -> list[Any]:
     """Check every split the spec names, as its family reads them; returns the reports (printing them)."""
     reports = recipe_for(spec).check_data()
     if not reports:
-        raise ValueError("data: no split to check; set the paths of data.train (and val/test)")
+        raise ValueError("data: no split to check; set the paths of data.train or data.train_mix (and val/test)")
     for report in reports:
         print(report.format())
     return reports
@@ -63,4 +69,15 @@ def extract_frames(videos: str, out_dir: str, every: int, workers: int, quality:
     for path, problem in report.failed.items():
         print(f"  failed   {path}: {problem}")
     print(f"frames in {out_dir}: {report.summary()}")
+    return not report.failed
+
+
+def prepare_tracking(sequences: str, data_format: str, out_dir: str, workers: int, quality: int) -> bool:
+    """Crop, print what happened; True when no sequence failed."""
+    from segfit.spec.tracking import TrackingSplitSpec
+
+    report = crop_sequences(TrackingSplitSpec(format=data_format, images=sequences), out_dir, workers, quality)
+    for name, problem in report.failed.items():
+        print(f"  failed   {name}: {problem}")
+    print(f"crop511 in {out_dir}: {report.summary()}; train.json: {Path(out_dir) / 'train.json'}")
     return not report.failed

@@ -39,7 +39,7 @@ def make_recipe(data_dir: Path, run_dir: Path, *overrides: str):
 
 
 def batch_of(recipe, size: int) -> dict:
-    return recipe.collate([recipe.train_dataset()[(i % 4, i)] for i in range(size)])
+    return recipe.collate([recipe.train_dataset().sources[0].dataset[(i % 4, i)] for i in range(size)])
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 4])
@@ -51,12 +51,15 @@ def test_one_decoder_call_per_prompt_kind_and_step(data_dir, tmp_path, monkeypat
     monkeypatch.setattr(simulate, "draw_prompt_kinds", lambda n, prompts: drawn.append(draw(n, prompts)) or drawn[-1])
     decoded = []
     model.mask_decoder.register_forward_hook(lambda module, args, out: decoded.append(out[0].shape[0]))
+    cudnn_attention = []  # new object counts are new shapes: cuDNN's SDPA would build a graph for each (attention.py)
+    model.mask_decoder.register_forward_pre_hook(lambda *_: cudnn_attention.append(torch.backends.cuda.cudnn_sdp_enabled()))
     batch = batch_of(recipe, batch_size)
     torch.manual_seed(batch_size)
     recipe.training_step(model, batch)["loss"].backward()
     (kinds,) = drawn
     kinds_present = kinds.unique().numel()
     assert len(decoded) == kinds_present * (1 + MIXED.num_correction_clicks)
+    assert len(cudnn_attention) == len(decoded) and not any(cudnn_attention)
     assert sum(decoded[:kinds_present]) == len(batch["masks"]) == len(kinds)  # every object of every image, once
     assert batch["image_index"].tolist() == sorted(batch["image_index"].tolist())
     assert batch["image_index"].unique().tolist() == list(range(batch_size))

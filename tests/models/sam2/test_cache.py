@@ -151,11 +151,11 @@ def test_the_cache_applies_only_to_a_frozen_image_path(data_dir, tmp_path, overr
 
 
 def test_colour_jitter_is_turned_off_with_one_message(data_dir, tmp_path, capsys):
-    augment = recipe_for(make_spec(data_dir, tmp_path, "data.augment.color_jitter=0.2")).train_dataset().data.augment
+    augment = recipe_for(make_spec(data_dir, tmp_path, "data.augment.color_jitter=0.2")).train_dataset().sources[0].dataset.data.augment
     assert augment.color_jitter == 0 and augment.hflip == 0.5
     assert capsys.readouterr().out.count("colour jitter (data.augment.color_jitter=0.2) is off") == 1
     off = recipe_for(make_spec(data_dir, tmp_path, "data.augment.color_jitter=0.2", "train.embedding_cache.mode=off"))
-    assert off.train_dataset().data.augment.color_jitter == 0.2 and capsys.readouterr().out == ""
+    assert off.train_dataset().sources[0].dataset.data.augment.color_jitter == 0.2 and capsys.readouterr().out == ""
 
 
 # ---- training -----------------------------------------------------------------------------------------------

@@ -70,7 +70,7 @@ def adapted_modules(model: Sam2Model) -> set[str]:
 def one_step(recipe: Sam2Recipe, model: Sam2Model, lr: float = 0.05) -> None:
     """A training step with plain SGD (large enough that every adapter moves away from zero)."""
     torch.manual_seed(0)
-    batch = recipe.collate([recipe.train_dataset()[(0, 0)]])
+    batch = recipe.collate([recipe.train_dataset().sources[0].dataset[(0, 0)]])
     recipe.training_step(model, batch)["loss"].backward()
     with torch.no_grad():
         for param in model.parameters():
@@ -143,7 +143,7 @@ def test_activation_checkpointing_recomputes_blocks_with_equal_gradients(workspa
                             ("decoder", model.mask_decoder.transformer.layers[0].self_attn)):
             module.register_forward_hook(lambda *_, key=key: count.__setitem__(key, count[key] + 1))
         torch.manual_seed(0)
-        batch = recipe.collate([recipe.train_dataset()[(0, 0)]])
+        batch = recipe.collate([recipe.train_dataset().sources[0].dataset[(0, 0)]])
         recipe.training_step(model, batch)["loss"].backward()
         grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
         calls.append(count)

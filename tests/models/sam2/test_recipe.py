@@ -41,7 +41,7 @@ def test_every_parameter_belongs_to_a_part(data_dir, tmp_path):
 def test_only_trainable_parts_get_gradients(data_dir, tmp_path, trainable):
     recipe = recipe_for(make_spec(data_dir, tmp_path, f"model.trainable=[{','.join(trainable)}]"))
     model = recipe.build_model()
-    batch = recipe.collate([recipe.train_dataset()[(i, i)] for i in range(2)])
+    batch = recipe.collate([recipe.train_dataset().sources[0].dataset[(i, i)] for i in range(2)])
     terms = recipe.training_step(model, batch)
     assert set(terms) >= {"loss", "loss_mask", "loss_dice", "loss_iou", "loss_class", "iou"}
     terms["loss"].backward()
@@ -68,7 +68,7 @@ def test_split_embeddings_equal_hf(data_dir, tmp_path):
 
 
 def test_dataset_items_are_a_function_of_the_seed(data_dir, tmp_path):
-    dataset = recipe_for(make_spec(data_dir, tmp_path, "data.max_num_objects=2")).train_dataset()
+    dataset = recipe_for(make_spec(data_dir, tmp_path, "data.max_num_objects=2")).train_dataset().sources[0].dataset
     a, b, c = dataset[(3, 7)], dataset[(3, 7)], dataset[(3, 8)]
     assert torch.equal(a["image"], b["image"]) and torch.equal(a["masks"], b["masks"])
     assert a["image"].shape == (3, 256, 256) and a["masks"].dtype == torch.bool and len(a["masks"]) <= 2

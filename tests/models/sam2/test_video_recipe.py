@@ -10,7 +10,7 @@ import torch
 
 from segfit.data.formats import open_video_split
 from segfit.data.image_io import read_index_map
-from segfit.data.synthetic import write_synthetic_videos
+from segfit.data.synthetic import write_synthetic_images, write_synthetic_videos
 from segfit.engine.logging import read_records
 from segfit.engine.trainer import train
 from segfit.models.sam2.recipe import part_of
@@ -46,7 +46,7 @@ def test_video_data_picks_the_video_recipe_and_model(videos, tmp_path):
 
 def test_a_batch_of_clips_flattens_its_objects(videos, tmp_path):
     recipe = recipe_for(make_spec(videos, tmp_path))
-    dataset = recipe.train_dataset()
+    dataset = recipe.train_dataset().sources[0].dataset
     batch = recipe.collate([dataset[(0, 1)], dataset[(1, 2)]])
     frames, masks, clip_index = batch["frames"], batch["masks"], batch["clip_index"]
     assert frames.shape[:3] == (3, 2, 3) and frames.shape[-2:] == (SIZE, SIZE)
@@ -69,6 +69,35 @@ def test_training_on_clips_validates_with_j_and_f_and_resumes(videos, tmp_path):
     assert (tmp_path / "samples" / "step_000002" / "per_object.csv").is_file()
     more = make_spec(videos, tmp_path, "train.max_steps=3", "train.log_every=1", "train.checkpoint_every=1")
     assert train(recipe_for(more), more)["step"] == 3
+
+
+def test_images_and_videos_train_together_each_batch_from_one_dataset(videos, tmp_path, monkeypatch):
+    """A training mix written as in a spec file: clips at batch 1, images as one-frame clips at batch 3."""
+    images = write_synthetic_images(tmp_path / "images", num_train=4, num_val=0, size=(96, 128), max_objects=3)
+    spec_file = tmp_path / "mix.yaml"
+    spec_file.write_text(f"""
+data:
+  train_mix:
+    - {{name: clips, format: davis, images: {videos['train_images']}, annotations: {videos['train_annotations']},
+       batch_size: 1, num_frames: 2}}
+    - {{name: photos, images: {images['train_images']}, annotations: {images['train_annotations']}, batch_size: 3,
+       repeat_factor: 2}}
+""")
+    spec = load_spec(spec_file, [
+        "model.name=sam2", "model.size=test", f"model.image_size={SIZE}", f"results_dir={tmp_path / 'run'}",
+        "data.num_workers=0", "data.video.max_num_objects=2", "train.video.prompts.num_correction_clicks=1",
+        "train.device=cpu", "train.eval_every=0", "train.max_steps=4", "train.log_every=4",
+    ])
+    recipe = recipe_for(spec)
+    assert isinstance(recipe, Sam2VideoRecipe)  # a mix with any video dataset trains the video model
+    shapes = []
+    step = recipe.training_step
+    monkeypatch.setattr(recipe, "training_step", lambda model, batch: shapes.append(batch["frames"].shape[:2]) or
+                        step(model, batch))
+    train(recipe, spec)
+    (record,) = [r for r in read_records(tmp_path / "run" / "metrics.jsonl") if r["split"] == "train"]
+    assert sorted(set(shapes)) == [(1, 3), (2, 1)]  # (frames, clips): photos as 3 one-frame clips, 1 clip of 2
+    assert record["samples/photos"] == 3 * shapes.count((1, 3)) and record["samples/clips"] == shapes.count((2, 1))
 
 
 def test_evaluation_of_a_perfect_tracker_is_one(videos, tmp_path, monkeypatch):

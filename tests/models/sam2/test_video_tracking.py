@@ -168,3 +168,19 @@ def test_a_two_frame_clip_given_whole_as_masks_has_nothing_to_train(model, frame
     finally:
         model.eval()
     assert torch.isfinite(terms["loss"]) and not terms["loss"].requires_grad
+
+
+def test_variable_shape_attention_runs_without_cudnn_kernels(model, frames):
+    """The decoder and the memory attention change shape with every object and memory count; cuDNN's attention
+    builds a graph per shape (seconds per step on an H100), so their SDPA calls run with its kernels off."""
+    seen = []
+    hooks = [module.register_forward_pre_hook(lambda *_: seen.append(torch.backends.cuda.cudnn_sdp_enabled()))
+             for module in (model.mask_decoder, model.memory_attention)]
+    try:
+        with torch.no_grad():
+            segfit_outputs(model, frames, FramePrompts(points=POINTS, labels=LABELS))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(seen) == 2 * FRAMES - 1 and not any(seen)  # a decoder call per frame, memory attention after frame 0
+    assert torch.backends.cuda.cudnn_sdp_enabled()  # the fixed-shape image encoder keeps PyTorch's choice

@@ -244,6 +244,7 @@ class Mask2FormerOptimSpec(OptimSpec):
     """Max global gradient norm (paper 0.01; TAO ``clip_grad_norm`` 0.1)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.type is not None:
             self.optimizer = {"AdamW": "adamw", "SGD": "sgd"}[self.type]
         if self.lr_scheduler is not None:

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 from transformers import Sam2Model
 
+from segfit.models.sam2.attention import variable_shape_attention
 from segfit.models.sam2.preprocess import boxes_to_model, masks_to_original, points_to_model, preprocess_image
 
 LOGIT_CLAMP = 32.0
@@ -80,13 +81,14 @@ def predict_low_res(
         per_object = [level.expand(n, -1, -1, -1) for level in image_embeddings]
     else:
         per_object = [level.index_select(0, image_index) for level in image_embeddings]
-    out = model(
-        image_embeddings=per_object,
-        input_points=None if points is None else points[:, None],
-        input_labels=None if point_labels is None else point_labels[:, None],
-        input_masks=mask_input,
-        multimask_output=multimask_output,
-    )
+    with variable_shape_attention():
+        out = model(
+            image_embeddings=per_object,
+            input_points=None if points is None else points[:, None],
+            input_labels=None if point_labels is None else point_labels[:, None],
+            input_masks=mask_input,
+            multimask_output=multimask_output,
+        )
     return out.pred_masks[:, 0].float(), out.iou_scores[:, 0].float(), out.object_score_logits[:, 0].float()
 
 

@@ -10,17 +10,20 @@ single clicks).
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 from transformers import Sam2Model
 
 from segfit.data.check import CheckReport, VideoCheckReport, check_splits
 from segfit.data.formats import VIDEO_FORMATS, open_split
 from segfit.data.safe import SafeReader
 from segfit.engine.recipe import ParamGroup
+from segfit.engine.sampler import MixedDataset, Source
 from segfit.metrics.interactive import ClickMetrics, click_protocol
 from segfit.metrics.masks import MeanIoU, mask_iou
 from segfit.models.sam2 import dataset as sam2_dataset
@@ -36,7 +39,7 @@ from segfit.models.sam2.preprocess import boxes_to_model, masks_to_original, poi
 from segfit.models.sam2.simulate import prompt_and_score
 from segfit.models.sam2.spec import Sam2Spec
 from segfit.prompts import center_points, mask_to_box
-from segfit.spec.schema import SplitSpec
+from segfit.spec.schema import DataSpec, MixSpec, SplitSpec, eval_split
 from segfit.visualize import overlay, save_png, side_by_side
 
 # Which parameters belong to which trainable part (HF Sam2Model names). The decoder's projections of the
@@ -97,9 +100,15 @@ class Sam2Recipe:
     def _reader(self, split: SplitSpec) -> SafeReader:
         return SafeReader(open_split(split, self.spec.data.min_object_area), self.spec.data.on_error)
 
-    def train_dataset(self) -> sam2_dataset.Sam2ImageDataset:
+    def train_dataset(self) -> MixedDataset:
+        """Every training dataset (``data.train`` or ``data.train_mix``) with its batch size and repeat factor."""
         data = self.spec.data if self.embedding_cache is None else without_color_jitter(self.spec.data)
-        return sam2_dataset.Sam2ImageDataset(self._reader(data.train), data, self.spec.model.image_size)
+        return MixedDataset([Source(split.name, self._split_dataset(split, data), split.batch_size,  # type: ignore[arg-type]
+                                    split.repeat_factor) for split in data.training_splits()])
+
+    def _split_dataset(self, split: MixSpec, data: DataSpec) -> Dataset:
+        objects = replace(data, max_num_objects=split.max_num_objects or data.max_num_objects)
+        return sam2_dataset.Sam2ImageDataset(self._reader(split), objects, self.spec.model.image_size)
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         batch = sam2_dataset.collate(samples)
@@ -128,11 +137,7 @@ class Sam2Recipe:
 
     # ---- evaluation --------------------------------------------------------------------------------------
     def eval_split(self, split: str) -> SplitSpec:
-        data = self.spec.data
-        chosen = data.val if split == "val" else (data.test or data.val)
-        if chosen is None:
-            raise ValueError(f"data.{split}: no split to evaluate on; set data.val (or data.test)")
-        return chosen
+        return eval_split(self.spec.data, split)
 
     @torch.no_grad()
     def evaluate(self, model: Sam2Model, split: str, samples_dir: Path | None = None) -> dict[str, float]:
@@ -208,9 +213,9 @@ def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def sam2_recipe(spec: Sam2Spec) -> Sam2Recipe:
-    """The recipe for ``spec``'s training data: clips of videos (``davis``, ``sav``) train the video model with
-    memory, anything else the image model."""
-    if spec.data.train.format in VIDEO_FORMATS:
+    """The recipe for ``spec``'s training data: clips of videos (``davis``, ``sav``; a training mix with any video
+    dataset, its images then one-frame clips) train the video model with memory, anything else the image model."""
+    if any(split.format in VIDEO_FORMATS for split in spec.data.training_splits()):
         from segfit.models.sam2.video_recipe import Sam2VideoRecipe  # imports the video model only when used
 
         return Sam2VideoRecipe(spec)

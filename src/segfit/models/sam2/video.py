@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from transformers import Sam2VideoModel
 
+from segfit.models.sam2.attention import variable_shape_attention
+
 MASK_AS_OUTPUT = (20.0, -10.0)
 """Scale and bias turning a prompted mask into logits (−10 outside, +10 inside), as the official model does."""
 
@@ -190,6 +192,7 @@ def _multimask(model: Sam2VideoModel, initial: bool, labels: Tensor | None) -> b
             and cfg.multimask_min_pt_num <= num_points <= cfg.multimask_max_pt_num)
 
 
+@variable_shape_attention()
 def _decode(model: Sam2VideoModel, high_res: list[Tensor], pix_feat: Tensor, points: Tensor | None,
             labels: Tensor | None, mask_input: Tensor | None, multimask: bool) -> FrameOutput:
     """Prompt encoder + mask decoder for N objects (the batch dimension), masks of absent objects set to −1024,
@@ -245,6 +248,7 @@ def _upsample(model: Sam2VideoModel, low_res: Tensor) -> Tensor:
     return F.interpolate(low_res.float(), size=size, mode="bilinear", align_corners=False).to(low_res.dtype)
 
 
+@variable_shape_attention()
 def _condition_on_memory(model: Sam2VideoModel, top: Tensor, top_pos: Tensor, memory: Memory, frame: int,
                          num_frames: int) -> Tensor:
     """The frame's stride-16 features after attending to the memories and object pointers of earlier frames."""

@@ -1,4 +1,4 @@
-"""SAM 2 with memory on clips of videos: the recipe ``segfit train`` uses when ``data.train`` holds videos.
+"""SAM 2 with memory on clips of videos: the recipe ``segfit train`` uses when the training data holds videos.
 
 Flow of a training step: clips (T frames × B clips) → image features of every frame, in one encoder call (without
 gradients when the encoder is frozen) → the objects of all clips flattened → the clip episode
@@ -11,21 +11,24 @@ not apply (memory training reads every frame's features anyway).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 from transformers import Sam2VideoModel
 
-from segfit.data.formats import open_video_split
+from segfit.data.formats import VIDEO_FORMATS, open_video_split
 from segfit.metrics.video import VideoMetrics
 from segfit.models.sam2 import dataset as sam2_dataset
 from segfit.models.sam2.build import build_sam2_video
 from segfit.models.sam2.peft import encoder_trains
 from segfit.models.sam2.recipe import Sam2Recipe, write_rows
 from segfit.models.sam2.spec import Sam2Spec
+from segfit.spec.schema import DataSpec, MixSpec
 from segfit.models.sam2.video import FramePrompts, clip_features
 from segfit.models.sam2.video_episode import clip_episode
 from segfit.models.sam2.video_inference import mask_prompts, run_video_inference, track_video
@@ -43,19 +46,27 @@ class Sam2VideoRecipe(Sam2Recipe):
         m = self.spec.model
         return self._prepared(build_sam2_video(m.size, m.version, m.image_size, checkpoint=m.checkpoint))
 
-    def train_dataset(self) -> sam2_dataset.Sam2ClipDataset:
-        data = self.spec.data
-        reader = open_video_split(data.train, data.min_object_area)
-        return sam2_dataset.Sam2ClipDataset(reader, data, self.spec.model.image_size)
+    def _split_dataset(self, split: MixSpec, data: DataSpec) -> Dataset:
+        """Clips of ``split``: its own length and object count, or the defaults of its kind (an image split gives
+        one-frame clips)."""
+        video = split.format in VIDEO_FORMATS
+        clips = replace(data.video, num_frames=split.num_frames or (data.video.num_frames if video else 1),
+                        max_num_objects=split.max_num_objects
+                        or (data.video.max_num_objects if video else data.max_num_objects))
+        reader = open_video_split(split, data.min_object_area)
+        return sam2_dataset.Sam2ClipDataset(reader, replace(data, video=clips), self.spec.model.image_size)
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         return sam2_dataset.collate_clips(samples)
 
     def training_step(self, model: Sam2VideoModel, batch: dict[str, Any]) -> dict[str, Tensor]:
-        """One clip episode for the objects of every clip of the batch."""
+        """One clip episode for the objects of every clip of the batch. One-frame clips (an image dataset of a
+        training mix) draw their prompts as image training does (``train.prompts``): a mask prompt on the only frame
+        would leave nothing to train."""
         video = self.spec.train.video
+        prompts = self.spec.train.prompts if len(batch["frames"]) == 1 else video.prompts
         features = clip_features(model, batch["frames"], encoder_trains(self.spec.model))
-        return clip_episode(model, features, batch["masks"], batch["clip_index"], batch["valid"], video.prompts,
+        return clip_episode(model, features, batch["masks"], batch["clip_index"], batch["valid"], prompts,
                             self.spec.train.loss, video.num_init_cond_frames, video.num_frames_to_correct)
 
     # ---- evaluation --------------------------------------------------------------------------------------

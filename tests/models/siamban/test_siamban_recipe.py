@@ -1,0 +1,81 @@
+"""SiamBAN through the shared engine: loss terms, exact auto-resume across the backbone unfreeze, the lr groups,
+evaluation outputs, and the spec (reference defaults, keys in docs/spec.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from siamban_specs import tiny_spec
+
+from segfit.engine.checkpoint import load_model_weights, seed_everything
+from segfit.engine.logging import read_records
+from segfit.engine.trainer import train
+from segfit.models.siamban.spec import EPOCH_STEPS, SiambanSpec
+from segfit.registry import recipe_for
+from segfit.spec.describe import markdown
+from segfit.spec.load import SpecError, key_paths
+from segfit.tasks import evaluate
+
+
+def _losses(results_dir: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_records(results_dir / "metrics.jsonl") if r["split"] == "train"}
+
+
+def test_resume_repeats_the_uninterrupted_run_across_the_unfreeze(tracking_data, tmp_path):
+    whole = tiny_spec(tracking_data, tmp_path / "whole")
+    summary = train(recipe_for(whole), whole)
+    records = [r for r in read_records(Path(summary["metrics"])) if r["split"] == "train"]
+    assert {"loss", "cls", "loc", "lr/backbone", "lr/head"} <= set(records[0])
+    assert records[0]["lr/head"] == pytest.approx(0.005 * 0.2)  # log warm-up starts at 0.2 × base_lr
+    assert records[-1]["lr/backbone"] == pytest.approx(0.1 * records[-1]["lr/head"])
+    part = tiny_spec(tracking_data, tmp_path / "part", "train.max_steps=2")
+    train(recipe_for(part), part)
+    resumed = tiny_spec(tracking_data, tmp_path / "part")
+    train(recipe_for(resumed), resumed)
+    assert _losses(tmp_path / "part") == _losses(tmp_path / "whole")  # same code, shapes and data: exact
+
+
+def test_backbone_trains_only_from_the_unfreeze_step(tracking_data, tmp_path):
+    spec = tiny_spec(tracking_data, tmp_path, "train.max_steps=2", "train.unfreeze_step=1",
+                     "train.backbone_layers=[layer3, layer4]")
+    recipe = recipe_for(spec)
+    seed_everything(spec.train.seed)
+    start = {k: v.clone() for k, v in recipe.build_model().state_dict().items()}
+    train(recipe, spec)
+    end = recipe.build_model()
+    load_model_weights(end, tmp_path / "checkpoints" / "last")
+    after = end.state_dict()
+    assert torch.equal(after["backbone.layer2.0.weight"], start["backbone.layer2.0.weight"])
+    assert torch.equal(after["backbone.layer2.1.running_mean"], start["backbone.layer2.1.running_mean"])
+    assert not torch.equal(after["backbone.layer4.0.weight"], start["backbone.layer4.0.weight"])
+    assert not torch.equal(after["neck.0.0.weight"], start["neck.0.0.weight"])
+
+
+def test_evaluate_writes_metrics_plots_and_overlays(tracking_data, tmp_path):
+    spec = tiny_spec(tracking_data, tmp_path, "evaluate.num_samples=1")
+    metrics = evaluate.run(spec, "val")
+    assert {"success_auc", "precision", "norm_precision", "ao", "sr50", "sr75"} <= set(metrics)
+    assert metrics["num_sequences"] == 2 and 0 <= metrics["ao"] <= 1
+    samples = tmp_path / "eval" / "samples"
+    assert {p.name for p in samples.iterdir()} == {"per_sequence.csv", "success.png", "precision.png", "seq_000.mp4"}
+
+
+def test_spec_defaults_are_the_reference_config():
+    spec = SiambanSpec()
+    optim = spec.train.optim
+    assert (optim.optimizer, optim.base_lr, optim.momentum, optim.weight_decay, optim.grad_clip) == ("sgd", 0.005, 0.9,
+                                                                                                    1e-4, 10.0)
+    assert spec.train.max_steps == 20 * EPOCH_STEPS and spec.train.unfreeze_step == 10 * EPOCH_STEPS
+    assert spec.data.batch_size == 28 and spec.data.train.neg == 0.2
+    assert spec.data.train.search_augment.shift == 64 and spec.data.train.search_augment.blur == 0.2
+    text = markdown()
+    for key in key_paths(SiambanSpec):
+        assert f"| `{key}` |" in text, key
+    assert "| `data.train.datasets[].frame_range` |" in text
+
+
+def test_bad_crop_sizes_are_spec_errors(tracking_data, tmp_path):
+    with pytest.raises(SpecError, match="search_size"):
+        tiny_spec(tracking_data, tmp_path, "data.search_size=130")
