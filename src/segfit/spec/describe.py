@@ -91,6 +91,9 @@ def markdown() -> str:
             lines += ["", "Other names accepted for these keys (the value moves to the key; giving both is an error):", "",
                       "| also accepted | key |", "|---|---|"]
             lines += [f"| `{alias}` | `{key}` |" for alias, key in cls.ALIASES.items()]
+        if cls.IGNORED:
+            lines += ["", "Accepted and not used (a warning says so):", "", "| key | why |", "|---|---|"]
+            lines += [f"| `{key}` | {why} |" for key, why in cls.IGNORED.items()]
     return "\n".join(lines) + "\n"
 
 

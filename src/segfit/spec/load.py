@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import types
 import typing
+import warnings
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -41,15 +42,27 @@ def load_spec(path: str | Path | None, overrides: list[str] | tuple[str, ...] = 
             raise SpecError("model.name: missing; say which model family to use, e.g. model.name=sam2")
         name = fitting[0]
     cls = spec_class_for(name)
-    return from_dict(cls, resolve_aliases(raw, cls.ALIASES))
+    return from_dict(cls, _without_ignored(resolve_aliases(raw, cls.ALIASES), cls.IGNORED, warn=True))
 
 
 def _fits(cls: type, raw: dict[str, Any]) -> bool:
     try:
-        from_dict(cls, resolve_aliases(copy.deepcopy(raw), cls.ALIASES))
+        from_dict(cls, _without_ignored(resolve_aliases(copy.deepcopy(raw), cls.ALIASES), cls.IGNORED, warn=False))
     except SpecError:
         return False
     return True
+
+
+def _without_ignored(raw: dict[str, Any], ignored: dict[str, str], warn: bool) -> dict[str, Any]:
+    """``raw`` without the keys the family accepts but does not use (a warning names each one given)."""
+    for key, why in ignored.items():
+        *parents, leaf = key.split(".")
+        section = _section(raw, parents)
+        if section is not None and leaf in section:
+            section.pop(leaf)
+            if warn:
+                warnings.warn(f"{key}: ignored ({why})", stacklevel=3)
+    return raw
 
 
 def resolve_aliases(raw: dict[str, Any], aliases: dict[str, str]) -> dict[str, Any]:
@@ -66,10 +79,19 @@ def resolve_aliases(raw: dict[str, Any], aliases: dict[str, str]) -> dict[str, A
         target = _section(raw, parents, create=True)
         if target is None:
             raise SpecError(f"{alias}: cannot be moved to {key}: {'.'.join(parents)} is not a section")
-        if leaf in target:
-            raise SpecError(f"{alias} and {key}: the same setting given twice (one is another name of the other); keep one")
-        target[leaf] = source.pop(alias_leaf)
+        target[leaf] = _merged(source.pop(alias_leaf), target[leaf], alias, key) if leaf in target else source.pop(alias_leaf)
     return raw
+
+
+def _merged(aliased: Any, given: Any, alias: str, key: str) -> Any:
+    """A section given under both names (``dataset`` in the file, ``data.x=...`` on the command line) is one section;
+    a setting given under both names is an error."""
+    if not (isinstance(aliased, dict) and isinstance(given, dict)):
+        raise SpecError(f"{alias} and {key}: the same setting given twice (one is another name of the other); keep one")
+    merged = dict(aliased)
+    for name, value in given.items():
+        merged[name] = _merged(merged[name], value, f"{alias}.{name}", f"{key}.{name}") if name in merged else value
+    return merged
 
 
 def _section(raw: dict[str, Any], parents: list[str], create: bool = False) -> dict[str, Any] | None:

@@ -302,6 +302,9 @@ class Spec:
     ALIASES: ClassVar[dict[str, str]] = {}
     """Other names a family accepts for its keys (e.g. another toolkit's): dotted alias → dotted key. The loader
     moves an aliased value to its key before checking; giving both is an error."""
+    IGNORED: ClassVar[dict[str, str]] = {}
+    """Keys a family accepts without using them (another toolkit's, so its spec files load): dotted key → why. The
+    loader drops them with a warning."""
     results_dir: str = "runs/default"
     """Every output of the run: checkpoints, logs, metrics, plots, samples, exports."""
     model: ModelSpec = field(default_factory=ModelSpec)

@@ -55,3 +55,17 @@ def test_tao_optimizer_and_step_schedule():
     assert load_spec(None, ["model.name=mask2former", "train.optim.lr_scheduler=WarmupPoly"]).train.optim.scheduler == "poly"
     with pytest.raises(SpecError, match="step_size"):
         load_spec(None, ["model.name=mask2former", "train.optim.lr_scheduler=StepLR"])
+
+
+def test_a_section_under_both_names_is_one_section():
+    spec = load_spec(None, ["model.name=mask2former", "dataset.train.batch_size=3", "data.train.num_workers=0"])
+    assert (spec.data.train.batch_size, spec.data.train.num_workers) == (3, 0)
+    with pytest.raises(SpecError, match="dataset.train.batch_size and data.train.batch_size: the same setting"):
+        load_spec(None, ["model.name=mask2former", "dataset.train.batch_size=3", "data.train.batch_size=2"])
+
+
+def test_tao_keys_segfit_does_not_use_load_with_a_warning():
+    with pytest.warns(UserWarning) as warned:
+        spec = load_spec(None, ["model.name=mask2former", "dataset.val.target_size=[1024,1024]", "train.num_gpus=2"])
+    assert [str(w.message).split(" (")[0] for w in warned] == ["train.num_gpus: ignored", "data.val.target_size: ignored"]
+    assert spec.data.val is not None

@@ -152,8 +152,6 @@ class Mask2FormerSplitSpec:
     instance_json: str = ""
     batch_size: int = 1
     num_workers: int = 1
-    target_size: list[int] = field(default_factory=list)
-    """Accepted for TAO specs: segfit evaluates every image at its own size, at full resolution."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.num_workers < 0:
@@ -246,6 +244,7 @@ class Mask2FormerOptimSpec(OptimSpec):
     """Max global gradient norm (paper 0.01; TAO ``clip_grad_norm`` 0.1)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.type is not None:
             self.optimizer = {"AdamW": "adamw", "SGD": "sgd"}[self.type]
         if self.lr_scheduler is not None:
@@ -271,8 +270,6 @@ class Mask2FormerTrainSpec(TrainSpec):
     ``sem_seg_head.predictor``) or prefixes of parameter names (``model.pixel_level_module.encoder``)."""
     activation_checkpoint: bool = False
     """Recompute the Swin blocks in the backward pass (less memory)."""
-    num_gpus: int = 1
-    """Accepted for TAO specs; segfit uses every process ``torchrun`` starts (docs/mask2former.md)."""
     optim: Mask2FormerOptimSpec = field(default_factory=Mask2FormerOptimSpec)
 
     def __post_init__(self) -> None:
@@ -316,8 +313,21 @@ class Mask2FormerSpec(Spec):
         "train.clip_grad_norm": "train.optim.grad_clip",
         "train.resume_training_checkpoint_path": "train.resume_from",
         "train.optim.lr": "train.optim.base_lr",
+        "data.format": "data.type",
         **{f"data.{split}.{segfit}": f"data.{split}.{tao}" for split in ("train", "val", "test")
-           for segfit, tao in (("format", "type"), ("images", "img_dir"), ("masks", "mask_dir"))},
+           for segfit, tao in (("format", "type"), ("images", "img_dir"), ("masks", "mask_dir"),
+                               ("annotations", "annot_file"))},
+    }
+    IGNORED: ClassVar[dict[str, str]] = {
+        **{f"{task}.{key}": "segfit uses the processes torchrun starts" for task in ("train", "evaluate", "inference")
+           for key in ("num_gpus", "gpu_ids")},
+        "train.num_nodes": "segfit uses the processes torchrun starts",
+        "train.distributed_strategy": "segfit averages gradients over the torchrun processes (DDP)",
+        **{f"data.{split}.target_size": "segfit evaluates every image at its own size, at full resolution"
+           for split in ("train", "val", "test")},
+        "export.on_cpu": "the ONNX graph is exported on the CPU, without TensorRT plugins",
+        "export.gpu_id": "the ONNX graph is exported on the CPU, without TensorRT plugins",
+        "export.verbose": "the export prints its parity check",
     }
     model: Mask2FormerModelSpec = field(default_factory=Mask2FormerModelSpec)
     data: Mask2FormerDataSpec = field(default_factory=Mask2FormerDataSpec)  # type: ignore[assignment]
