@@ -74,6 +74,7 @@ def test_spec_defaults_are_the_reference_config():
     for key in key_paths(SiambanSpec):
         assert f"| `{key}` |" in text, key
     assert "| `data.train.datasets[].frame_range` |" in text
+    assert "| `data.train.search_augment.shift` | float | `64.0` |" in text  # the section's own default, not the class's
 
 
 def test_bad_crop_sizes_are_spec_errors(tracking_data, tmp_path):
