@@ -12,6 +12,7 @@ A sequence is written into ``<s>.partial/`` and renamed once complete, so a rest
 from __future__ import annotations
 
 import json
+import multiprocessing
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
@@ -57,7 +58,9 @@ def prepare_tracking(split: TrackingSplitSpec, out_dir: str | Path, workers: int
     todo = [s for s in sequences if not (crops / s.name).is_dir()]
     report.skipped = [s.name for s in sequences if (crops / s.name).is_dir()]
     parallel = workers > 1 and len(todo) > 1
-    with (ProcessPoolExecutor(min(workers, len(todo))) if parallel else nullcontext()) as pool, \
+    # spawned, not forked: a fork inherits OpenCV's and OpenMP's thread pools in whatever state they are, and can hang
+    spawn = multiprocessing.get_context("spawn")
+    with (ProcessPoolExecutor(min(workers, len(todo)), spawn) if parallel else nullcontext()) as pool, \
             tqdm(total=len(todo), desc="prepare-tracking", unit="seq", dynamic_ncols=True) as bar:
         results = (pool.map if parallel else map)(_prepare_one, todo, [crops] * len(todo), [quality] * len(todo))
         for sequence, result in zip(todo, results):
