@@ -3,14 +3,16 @@
 It exercises what the engine must get right: per-sample seeds (input noise), the global RNG inside the step
 (dropout), parameter groups with norms, biases, a position embedding and a frozen layer, and validation metrics.
 
-Run as a script under ``torchrun`` it trains and writes what each rank saw to ``results_dir/rank<N>.json``.
+Run as a script under ``torchrun`` it trains and writes what each rank saw to ``results_dir/rank<N>.json``::
+
+    torchrun --standalone --nproc_per_node 2 tests/engine/toy_recipe.py OUT --grad-accum-steps 2
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -126,14 +128,49 @@ class ToyRecipe:
         return {"score": score, "mse": mse}
 
 
-if __name__ == "__main__":
+class FlakyToyRecipe(ToyRecipe):
+    """Under ``torchrun``, on the first attempt only: ``no_grad_call`` (rank, call) returns a loss without gradient,
+    and rank ``exit_rank`` dies at its training call ``exit_call``, as a killed process would."""
+
+    def __init__(self, spec: Spec, no_grad_call: tuple[int, int] | None, exit_rank: int, exit_call: int | None):
+        super().__init__(spec, dropout=0.0)
+        self.no_grad_call, self.exit_rank, self.exit_call = no_grad_call, exit_rank, exit_call
+        self.rank, self.first_attempt = int(os.environ["RANK"]), os.environ["TORCHELASTIC_RESTART_COUNT"] == "0"
+
+    def training_step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        call = len(self.losses) + 1
+        if self.first_attempt and self.rank == self.exit_rank and call == self.exit_call:
+            os._exit(1)
+        terms = super().training_step(model, batch)
+        if self.first_attempt and (self.rank, call) == self.no_grad_call:
+            terms = {key: value.detach() for key, value in terms.items()}
+        return terms
+
+
+def main() -> None:
+    """Train under ``torchrun`` and write what this rank saw and its final weights to ``results_dir/rank<N>.json``."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("results_dir", type=Path)
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--grad-accum-steps", type=int, default=1)
+    parser.add_argument("--checkpoint-every", type=int, default=3)
+    parser.add_argument("--no-grad-call", type=int, nargs=2, metavar=("RANK", "CALL"))
+    parser.add_argument("--exit-rank", type=int, default=1)
+    parser.add_argument("--exit-call", type=int)
+    args = parser.parse_args()
     from segfit.engine.trainer import train
 
-    out = Path(sys.argv[1])
-    spec = toy_spec(out, max_steps=6, log_every=2, checkpoint_every=3, eval_every=3)
-    recipe = ToyRecipe(spec, dropout=0.0)
+    spec = toy_spec(args.results_dir, args.batch_size, max_steps=6, log_every=2, checkpoint_every=args.checkpoint_every,
+                    eval_every=3, grad_accum_steps=args.grad_accum_steps)
+    recipe = FlakyToyRecipe(spec, tuple(args.no_grad_call) if args.no_grad_call else None, args.exit_rank,
+                            args.exit_call)
     summary = train(recipe, spec)
     weights = torch.cat([p.detach().flatten() for p in recipe.model.parameters()]).tolist()
-    (out / f"rank{os.environ['RANK']}.json").write_text(
-        json.dumps({"seen": recipe.seen, "step": summary["step"], "weights": weights})
-    )
+    (args.results_dir / f"rank{recipe.rank}.json").write_text(json.dumps({
+        "seen": recipe.seen, "step": summary["step"], "weights": weights,
+        "restarts": int(os.environ["TORCHELASTIC_RESTART_COUNT"]),
+    }))
+
+
+if __name__ == "__main__":
+    main()
