@@ -14,7 +14,6 @@ import pytest
 import safetensors.torch
 import torch
 
-from segfit.engine.checkpoint import seed_everything
 from segfit.engine.distributed import (
     Dist,
     TrainingStep,
@@ -25,14 +24,12 @@ from segfit.engine.distributed import (
     resolve_device,
 )
 from segfit.engine.logging import read_records
-from segfit.engine.optim import build_optimizer
-from segfit.engine.sampler import MixedBatchSampler, MixedDataset, Source
 from segfit.engine.trainer import train
 
 HERE = Path(__file__).parent
 SRC = HERE.parents[1] / "src"
 sys.path.insert(0, str(HERE))  # the toy recipe sits next to the tests
-from toy_recipe import ToyModel, ToyRecipe, toy_spec  # noqa: E402
+from toy_recipe import ToyModel, ToyRecipe, replay_data_parallel, toy_spec  # noqa: E402
 
 
 def test_resolve_device():
@@ -120,32 +117,6 @@ def test_two_processes_match_one_process_with_twice_the_batch(tmp_path):
     assert json.loads((tmp_path / "ddp" / "checkpoints" / "last" / "meta.json").read_text())["step"] == 6
 
 
-def _replay(steps: int, world_size: int, skipped: set[tuple[int, int]]) -> tuple[list[list], list[float]]:
-    """The reference for data parallelism: one process that averages the ranks' losses of each step (the mean of
-    the ranks' gradients is the gradient of the mean loss), a ``(rank, step)`` in ``skipped`` adding nothing.
-    Returns each rank's sample keys, in order, and the final weights."""
-    spec = toy_spec(Path("unused"))
-    recipe = ToyRecipe(spec, dropout=0.0)
-    seed_everything(spec.train.seed)  # rank 0's initialisation, which DDP broadcasts
-    model = recipe.build_model()
-    optimizer = build_optimizer(recipe.param_groups(model), spec.train.optim)
-    dataset = MixedDataset([Source("train", recipe.train_dataset(), spec.data.batch_size)])
-    orders = [iter(MixedBatchSampler(dataset, spec.train.seed, rank, world_size)) for rank in range(world_size)]
-    keys: list[list] = [[] for _ in range(world_size)]
-    for step in range(1, steps + 1):
-        loss = torch.zeros(())
-        for rank, order in enumerate(orders):
-            batch = next(order)
-            keys[rank] += [[index, seed] for _, index, seed in batch]
-            if (rank, step) not in skipped:
-                loss = loss + recipe.training_step(model, recipe.collate([dataset[k] for k in batch]))["loss"]
-        (loss / world_size).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), spec.train.optim.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad()
-    return keys, torch.cat([p.detach().flatten() for p in model.parameters()]).tolist()
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -169,7 +140,7 @@ def test_two_machines_restart_a_killed_process_and_resume_from_the_same_checkpoi
 
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["restarts"] for r in ranks] == [1, 1] and [r["step"] for r in ranks] == [6, 6]
-    keys, weights = _replay(6, 2, skipped={(1, 2)})
+    keys, weights = replay_data_parallel(6, 2, skipped={(1, 2)})
     for rank, record in enumerate(ranks):  # after the restart each rank saw exactly its batches of steps 5 and 6
         assert record["seen"] == keys[rank][8:]
     assert ranks[0]["weights"] == ranks[1]["weights"]

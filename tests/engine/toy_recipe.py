@@ -21,8 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from segfit.engine.checkpoint import seed_everything
+from segfit.engine.optim import build_optimizer
 from segfit.engine.recipe import ParamGroup
-from segfit.engine.sampler import MixedDataset, Source
+from segfit.engine.sampler import MixedBatchSampler, MixedDataset, Source
 from segfit.spec.schema import DataSpec, OptimSpec, Spec, SplitSpec, TrainSpec
 
 DIM = 4
@@ -126,6 +128,33 @@ class ToyRecipe:
             (samples_dir / "overlay.txt").write_text(f"{mse}\n")
         score = self.eval_values.pop(0) if self.eval_values else -mse
         return {"score": score, "mse": mse}
+
+
+def replay_data_parallel(steps: int, world_size: int,
+                         skipped: frozenset[tuple[int, int]] = frozenset()) -> tuple[list[list], list[float]]:
+    """The reference for data parallelism: one process that averages the ranks' losses of each step (the mean of
+    the ranks' gradients is the gradient of the mean loss), a ``(rank, step)`` in ``skipped`` adding nothing.
+    Returns each rank's sample keys, in order, and the final weights."""
+    spec = toy_spec(Path("unused"))
+    recipe = ToyRecipe(spec, dropout=0.0)
+    seed_everything(spec.train.seed)  # rank 0's initialisation, which DDP broadcasts
+    model = recipe.build_model()
+    optimizer = build_optimizer(recipe.param_groups(model), spec.train.optim)
+    dataset = MixedDataset([Source("train", recipe.train_dataset(), spec.data.batch_size)])
+    orders = [iter(MixedBatchSampler(dataset, spec.train.seed, rank, world_size)) for rank in range(world_size)]
+    keys: list[list] = [[] for _ in range(world_size)]
+    for step in range(1, steps + 1):
+        loss = torch.zeros(())
+        for rank, order in enumerate(orders):
+            batch = next(order)
+            keys[rank] += [[index, seed] for _, index, seed in batch]
+            if (rank, step) not in skipped:
+                loss = loss + recipe.training_step(model, recipe.collate([dataset[k] for k in batch]))["loss"]
+        (loss / world_size).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), spec.train.optim.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad()
+    return keys, torch.cat([p.detach().flatten() for p in model.parameters()]).tolist()
 
 
 class FlakyToyRecipe(ToyRecipe):
