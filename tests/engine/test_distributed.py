@@ -87,9 +87,10 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow
 def test_two_processes_match_one_process_with_twice_the_batch(tmp_path):
-    """2 processes × batch 2 = 1 process × batch 4, with 2 micro-batches per step (DDP's no_sync on the first)."""
+    """2 processes × batch 2 = 1 process × batch 4, with 2 micro-batches per step (DDP's no_sync on the first) and
+    a layer that starts training at step 3 (``before_step``: DDP must then reduce its gradients too)."""
     run = _torchrun("--standalone", "--nproc_per_node", "2", str(HERE / "toy_recipe.py"), str(tmp_path / "ddp"),
-                    "--grad-accum-steps", "2")
+                    "--grad-accum-steps", "2", "--unfreeze-at", "3")
     assert run.returncode == 0, run.stderr[-3000:]
     ranks = [json.loads((tmp_path / "ddp" / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["step"] for r in ranks] == [6, 6]
@@ -101,7 +102,7 @@ def test_two_processes_match_one_process_with_twice_the_batch(tmp_path):
 
     spec = toy_spec(tmp_path / "one", batch_size=4, max_steps=6, log_every=2, checkpoint_every=3, eval_every=3,
                     grad_accum_steps=2)
-    one = ToyRecipe(spec, dropout=0.0)
+    one = ToyRecipe(spec, dropout=0.0, unfreeze_at=3)
     train(one, spec)
     assert sorted(map(tuple, one.seen)) == sorted(seen[0] | seen[1])  # rank r takes the r-th half of each batch
     # the single process sums batches of 4 where the ranks sum 2 and DDP adds their means, at another thread count:

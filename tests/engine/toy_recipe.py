@@ -73,9 +73,11 @@ class ToyRecipe:
     default_best_metric = "score"
 
     def __init__(self, spec: Spec, dropout: float = 0.2, eval_values: list[float] | None = None,
-                 nan_at_call: int | None = None, mix: list[tuple[str, int, int, float]] | None = None):
-        """``mix``: train on several datasets, (name, samples, batch size, repeat factor) each."""
-        self.spec, self.dropout, self.mix = spec, dropout, mix
+                 nan_at_call: int | None = None, mix: list[tuple[str, int, int, float]] | None = None,
+                 unfreeze_at: int | None = None):
+        """``mix``: train on several datasets, (name, samples, batch size, repeat factor) each; ``unfreeze_at``: the
+        step from which the frozen layer trains (``before_step``)."""
+        self.spec, self.dropout, self.mix, self.unfreeze_at = spec, dropout, mix, unfreeze_at
         self.eval_values = list(eval_values or [])
         self.nan_at_call = nan_at_call
         self.seen: list[tuple[int, int]] = []  # (index, seed) of every training sample, in order
@@ -96,7 +98,15 @@ class ToyRecipe:
         lr = self.spec.train.optim.base_lr
         head = [(n, p) for n, p in model.named_parameters() if n.startswith("head.")]
         body = [(n, p) for n, p in model.named_parameters() if not n.startswith("head.")]
-        return [ParamGroup(name="body", params=body, lr=lr), ParamGroup(name="head", params=head, lr=2 * lr)]
+        return [ParamGroup(name="body", params=body, lr=lr, unfrozen_later=self.unfreeze_at is not None),
+                ParamGroup(name="head", params=head, lr=2 * lr)]
+
+    def before_step(self, model: nn.Module, step: int) -> bool:
+        trains = self.unfreeze_at is not None and step >= self.unfreeze_at
+        if model.frozen.weight.requires_grad == trains:
+            return False
+        model.frozen.requires_grad_(trains)
+        return True
 
     def train_dataset(self) -> ToyDataset | MixedDataset:
         if self.mix is None:
@@ -161,8 +171,9 @@ class FlakyToyRecipe(ToyRecipe):
     """Under ``torchrun``, on the first attempt only: ``no_grad_call`` (rank, call) returns a loss without gradient,
     and rank ``exit_rank`` dies at its training call ``exit_call``, as a killed process would."""
 
-    def __init__(self, spec: Spec, no_grad_call: tuple[int, int] | None, exit_rank: int, exit_call: int | None):
-        super().__init__(spec, dropout=0.0)
+    def __init__(self, spec: Spec, no_grad_call: tuple[int, int] | None, exit_rank: int, exit_call: int | None,
+                 unfreeze_at: int | None = None):
+        super().__init__(spec, dropout=0.0, unfreeze_at=unfreeze_at)
         self.no_grad_call, self.exit_rank, self.exit_call = no_grad_call, exit_rank, exit_call
         self.rank, self.first_attempt = int(os.environ["RANK"]), os.environ["TORCHELASTIC_RESTART_COUNT"] == "0"
 
@@ -186,13 +197,14 @@ def main() -> None:
     parser.add_argument("--no-grad-call", type=int, nargs=2, metavar=("RANK", "CALL"))
     parser.add_argument("--exit-rank", type=int, default=1)
     parser.add_argument("--exit-call", type=int)
+    parser.add_argument("--unfreeze-at", type=int)
     args = parser.parse_args()
     from segfit.engine.trainer import train
 
     spec = toy_spec(args.results_dir, args.batch_size, max_steps=6, log_every=2, checkpoint_every=args.checkpoint_every,
                     eval_every=3, grad_accum_steps=args.grad_accum_steps)
     recipe = FlakyToyRecipe(spec, tuple(args.no_grad_call) if args.no_grad_call else None, args.exit_rank,
-                            args.exit_call)
+                            args.exit_call, args.unfreeze_at)
     summary = train(recipe, spec)
     weights = torch.cat([p.detach().flatten() for p in recipe.model.parameters()]).tolist()
     (args.results_dir / f"rank{recipe.rank}.json").write_text(json.dumps({

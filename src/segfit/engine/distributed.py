@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
-from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch

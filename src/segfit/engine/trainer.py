@@ -30,9 +30,9 @@ from segfit.engine.checkpoint import (
     seed_everything,
 )
 from segfit.engine.distributed import (
+    TrainingStep,
     all_gather,
     all_reduce_mean,
-    TrainingStep,
     barrier,
     cleanup,
     data_parallel,
@@ -119,6 +119,7 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
         while step < cfg.max_steps:
             if before_step is not None and before_step(model, step):
                 trainable = [p for p in model.parameters() if p.requires_grad]
+                run_step = data_parallel(TrainingStep(recipe, model), dist, device)  # DDP reduces what trains now
             step_started, data_seconds, phases_before = time.perf_counter(), 0.0, sampler.phases_done
             for micro in range(cfg.grad_accum_steps):
                 window.count(sampler.next_source(), dist.world_size)
