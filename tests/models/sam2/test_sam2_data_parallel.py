@@ -1,21 +1,15 @@
 """SAM 2 under torchrun: 2 CPU processes (gloo) × batch 1 train as 1 process × batch 2."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import safetensors.torch
 import torch
+from torchrun_train import train_under_torchrun
 
 from segfit.data.synthetic import write_synthetic_images
 from segfit.engine.logging import read_records
 from segfit.engine.trainer import train
 from segfit.registry import recipe_for
 from segfit.spec import load_spec
-
-SRC = Path(__file__).parents[3] / "src"
 
 # Prompts with no random draw, and one object per image (every synthetic image has one): each process's loss is
 # then the mean over the same number of objects, so the mean of the processes' gradients is the gradient of the
@@ -33,13 +27,7 @@ def test_two_processes_train_sam2_as_one_with_twice_the_batch(tmp_path):
     data = tmp_path / "data"
     write_synthetic_images(data, num_train=4, num_val=0, size=(64, 80), max_objects=3, seed=1)
     common = [*DETERMINISTIC, f"data.train.images={data}/train/images", f"data.train.annotations={data}/train/masks"]
-    spec_file = tmp_path / "spec.yaml"
-    spec_file.write_text("model:\n  name: sam2\n")
-    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "segfit", "train", "-e", str(spec_file), *common, "data.batch_size=1",
-                          f"results_dir={tmp_path / 'ddp'}"], env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
+    train_under_torchrun(load_spec(None, [*common, "data.batch_size=1", f"results_dir={tmp_path / 'ddp'}"]), tmp_path)
     spec = load_spec(None, [*common, "data.batch_size=2", f"results_dir={tmp_path / 'one'}"])
     train(recipe_for(spec), spec)
 
