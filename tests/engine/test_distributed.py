@@ -140,7 +140,7 @@ def test_two_machines_restart_a_killed_process_and_resume_from_the_same_checkpoi
     assert [m.returncode for m in machines] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
 
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert [r["restarts"] for r in ranks] == [1, 1] and [r["step"] for r in ranks] == [6, 6]
+    assert [r["resumed"] for r in ranks] == [True, True] and [r["step"] for r in ranks] == [6, 6]
     keys, weights = replay_data_parallel(6, 2, skipped={(1, 2)})
     for rank, record in enumerate(ranks):  # after the restart each rank saw exactly its batches of steps 5 and 6
         assert record["seen"] == keys[rank][8:]

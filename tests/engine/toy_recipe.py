@@ -168,14 +168,17 @@ def replay_data_parallel(steps: int, world_size: int,
 
 
 class FlakyToyRecipe(ToyRecipe):
-    """Under ``torchrun``, on the first attempt only: ``no_grad_call`` (rank, call) returns a loss without gradient,
-    and rank ``exit_rank`` dies at its training call ``exit_call``, as a killed process would."""
+    """Under ``torchrun``, on the first attempt only (no checkpoint yet: a restarted process resumes from one):
+    ``no_grad_call`` (rank, call) returns a loss without gradient, and rank ``exit_rank`` dies at its training call
+    ``exit_call``, as a killed process would. (Not ``TORCHELASTIC_RESTART_COUNT``: each machine's agent counts its
+    own restarts, and the machines' ranks may change places at a restart.)"""
 
     def __init__(self, spec: Spec, no_grad_call: tuple[int, int] | None, exit_rank: int, exit_call: int | None,
                  unfreeze_at: int | None = None):
         super().__init__(spec, dropout=0.0, unfreeze_at=unfreeze_at)
         self.no_grad_call, self.exit_rank, self.exit_call = no_grad_call, exit_rank, exit_call
-        self.rank, self.first_attempt = int(os.environ["RANK"]), os.environ["TORCHELASTIC_RESTART_COUNT"] == "0"
+        self.rank = int(os.environ["RANK"])
+        self.first_attempt = not (Path(spec.results_dir) / "checkpoints" / "last").is_dir()
 
     def training_step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         call = len(self.losses) + 1
@@ -209,7 +212,7 @@ def main() -> None:
     weights = torch.cat([p.detach().flatten() for p in recipe.model.parameters()]).tolist()
     (args.results_dir / f"rank{recipe.rank}.json").write_text(json.dumps({
         "seen": recipe.seen, "step": summary["step"], "weights": weights,
-        "restarts": int(os.environ["TORCHELASTIC_RESTART_COUNT"]),
+        "resumed": not recipe.first_attempt,
     }))
 
 
