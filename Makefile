@@ -64,6 +64,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_onnx_decoder.py
 	$(BIN)/python benchmarks/bench_batched_step.py
 	$(BIN)/python benchmarks/bench_siamban.py
+	$(BIN)/python benchmarks/bench_distributed.py --threads 1
 
 # on a CUDA machine: the GPU training table (docs/speed.md)
 bench-gpu: $(STAMP)

@@ -9,6 +9,7 @@ Examples:
     segfit data prepare-tracking GOT-10k/train --format got10k --out got10k_crop511/ --workers 8
     segfit data check -e configs/sam2_demo.yaml
     segfit train -e configs/sam2_demo.yaml train.max_steps=200 model.trainable=[mask_decoder]
+    segfit train --slurm -e configs/sam2_demo.yaml launcher.slurm.nodes=2 launcher.slurm.gpus_per_node=8
     segfit evaluate -e configs/sam2_demo.yaml evaluate.max_clicks=20
     segfit inference -e configs/sam2_demo.yaml inference.input=photos/ inference.mode=automatic
     segfit inference -e configs/sam2_demo.yaml inference.input=a.jpg inference.mode=prompted "inference.points=[[120,80]]"
@@ -41,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     tasks = parser.add_subparsers(dest="task", required=True, metavar="TASK")
     for name, help_text in SPEC_TASKS.items():
         _add_spec_args(tasks.add_parser(name, help=help_text, description=help_text, allow_abbrev=False))
+    tasks.choices["train"].add_argument("--slurm", action="store_true",
+                                        help="submit the run as a SLURM job (launcher.slurm.*) and return")
 
     convert = tasks.add_parser("convert", help="official SAM 2 .pt <-> Hugging Face directory", allow_abbrev=False)
     convert.add_argument("src", help="an official .pt (→ HF directory) or an HF directory / .safetensors (→ official .pt)")
@@ -118,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             from segfit.engine.host_memory import keep_freed_memory
 
             keep_freed_memory()  # models run in this process: reuse freed CPU memory instead of page-faulting it
-            importlib.import_module(f"segfit.tasks.{args.task}").run(spec)
+            task = "slurm" if args.task == "train" and args.slurm else args.task
+            importlib.import_module(f"segfit.tasks.{task}").run(spec)
     except (SpecError, DataError, FileNotFoundError, ValueError, StorageError) as err:
         print(f"segfit {args.task}: error: {err}", file=sys.stderr)
         return 2

@@ -1,26 +1,35 @@
-"""Device choice, single-process no-ops, and a real 2-process CPU run under torchrun (gloo)."""
+"""Device choice, the training step DDP wraps, and real 2-process CPU runs under torchrun (gloo): one machine,
+and two "machines" (two torchrun agents on loopback) with a killed process and an elastic restart."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 
-from segfit.engine import distributed
-from segfit.engine.checkpoint import seed_everything
-from segfit.engine.distributed import Dist, all_gather, all_reduce_mean, average_gradients, resolve_device
+from segfit.engine.distributed import (
+    Dist,
+    TrainingStep,
+    all_gather,
+    all_reduce_mean,
+    data_parallel,
+    gradient_sync,
+    resolve_device,
+)
 from segfit.engine.logging import read_records
-from segfit.engine.optim import build_optimizer
+from segfit.engine.trainer import train
 
 HERE = Path(__file__).parent
 SRC = HERE.parents[1] / "src"
 sys.path.insert(0, str(HERE))  # the toy recipe sits next to the tests
-from toy_recipe import ToyRecipe, toy_spec  # noqa: E402
+from toy_recipe import ToyModel, ToyRecipe, replay_data_parallel, toy_spec  # noqa: E402
 
 
 def test_resolve_device():
@@ -37,65 +46,107 @@ def test_cuda_without_cuda_is_a_clear_error():
 
 
 def test_single_process_helpers_are_no_ops():
-    model = torch.nn.Linear(2, 2)
-    model(torch.ones(1, 2)).sum().backward()
-    grad = model.weight.grad.clone()
     single = Dist()
     assert single.is_main and not single.active
-    average_gradients(list(model.parameters()), single)
-    assert torch.equal(model.weight.grad, grad)
+    step = TrainingStep(ToyRecipe(toy_spec(Path("unused"))), ToyModel(0.0))
+    assert data_parallel(step, single, torch.device("cpu")) is step  # nothing wraps a single process
+    with gradient_sync(step, sync=False):  # no DDP, nothing to hold back
+        pass
     assert all_reduce_mean({"loss": 2.0}, torch.device("cpu"), single) == {"loss": 2.0}
     assert all_gather({"a": 1}, single) == [{"a": 1}]
 
 
-def test_gradient_buckets_keep_order_and_split_by_dtype_and_size(monkeypatch):
-    monkeypatch.setattr(distributed, "BUCKET_ELEMENTS", 10)
-    tensors = [torch.zeros(4), torch.zeros(4), torch.zeros(4), torch.zeros(2, dtype=torch.float16), torch.zeros(12)]
-    buckets = distributed._buckets(tensors)
-    assert [[t.numel() for t in b] for b in buckets] == [[4, 4], [4], [2], [12]]
-    assert [t for b in buckets for t in b] == tensors
+def test_a_step_with_nothing_to_train_still_has_a_backward_pass_that_changes_no_gradient():
+    """Under DDP every process must run the backward pass (the reduction happens in it), so a loss without gradient
+    becomes differentiable through the step's anchor; the model's gradients stay untouched (None)."""
 
+    class NothingToTrain(ToyRecipe):
+        def training_step(self, model, batch):
+            return {key: value.detach() for key, value in super().training_step(model, batch).items()}
 
-def _replay(ranks: list[dict], steps: int) -> list[float]:
-    """The reference for data parallelism: one process whose step-s batch is every rank's step-s batch (equal
-    sizes, mean-reduced losses: the mean of the ranks' gradients is the gradient of the joined batch)."""
     spec = toy_spec(Path("unused"))
-    recipe = ToyRecipe(spec, dropout=0.0)
-    seed_everything(spec.train.seed)  # rank 0's initialisation, which the engine broadcasts
-    model = recipe.build_model()
-    optimizer = build_optimizer(recipe.param_groups(model), spec.train.optim)
-    dataset = recipe.train_dataset()
-    per_step = spec.data.batch_size
-    for s in range(steps):
-        keys = [tuple(k) for r in ranks for k in r["seen"][s * per_step : (s + 1) * per_step]]
-        batch = recipe.collate([dataset[k] for k in keys])
-        recipe.training_step(model, batch)["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), spec.train.optim.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad()
-    return torch.cat([p.detach().flatten() for p in model.parameters()]).tolist()
+    recipe = NothingToTrain(spec, dropout=0.0)
+    step = TrainingStep(recipe, recipe.build_model())
+    batch = recipe.collate([recipe.train_dataset()[(i, i)] for i in range(2)])
+    terms = step(batch)
+    assert terms["loss"].requires_grad and terms["loss"].item() == recipe.losses[-1]  # the value is the recipe's
+    terms["loss"].backward()
+    assert all(p.grad is None for p in recipe.model.parameters())
+    assert step.anchor.grad == 0
+
+
+def _torchrun(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(HERE)]), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return safetensors.torch.load_file(run / "checkpoints" / "last" / "model.safetensors")
 
 
 @pytest.mark.slow
-def test_two_process_cpu_run_under_torchrun(tmp_path):
+def test_two_processes_match_one_process_with_twice_the_batch(tmp_path):
+    """2 processes × batch 2 = 1 process × batch 4, with 2 micro-batches per step (DDP's no_sync on the first) and
+    a layer that starts training at step 3 (``before_step``: DDP must then reduce its gradients too)."""
+    run = _torchrun("--standalone", "--nproc_per_node", "2", str(HERE / "toy_recipe.py"), str(tmp_path / "ddp"),
+                    "--grad-accum-steps", "2", "--unfreeze-at", "3")
+    assert run.returncode == 0, run.stderr[-3000:]
+    ranks = [json.loads((tmp_path / "ddp" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["step"] for r in ranks] == [6, 6]
+    # 6 steps x 2 micro-batches x 2 = 24 samples per rank: two epochs of the 24-sample dataset, split without overlap
+    seen = [{tuple(key) for key in r["seen"]} for r in ranks]
+    assert len(seen[0]) == len(seen[1]) == 24 and not seen[0] & seen[1]
+    # exact: both replicas apply the all-reduced (identical) gradients to identical weights with the same code
+    assert ranks[0]["weights"] == ranks[1]["weights"]
+
+    spec = toy_spec(tmp_path / "one", batch_size=4, max_steps=6, log_every=2, checkpoint_every=3, eval_every=3,
+                    grad_accum_steps=2)
+    one = ToyRecipe(spec, dropout=0.0, unfreeze_at=3)
+    train(one, spec)
+    assert sorted(map(tuple, one.seen)) == sorted(seen[0] | seen[1])  # rank r takes the r-th half of each batch
+    # the single process sums batches of 4 where the ranks sum 2 and DDP adds their means, at another thread count:
+    # weights up to 1.1 differ by ≤ 1.3e-7 seen
+    for name, weight in _weights(tmp_path / "one").items():
+        torch.testing.assert_close(_weights(tmp_path / "ddp")[name], weight, rtol=1e-5, atol=1e-6)
+    records = {name: read_records(tmp_path / name / "metrics.jsonl") for name in ("ddp", "one")}
+    assert [(r["step"], r["split"]) for r in records["ddp"]] == [(r["step"], r["split"]) for r in records["one"]]
+    for ddp, single in zip(records["ddp"], records["one"]):  # logged once, by rank 0: the mean over the ranks
+        for key in ("loss", "grad_norm") if ddp["split"] == "train" else ("mse",):  # not iou: exp(-loss) per batch
+            assert ddp[key] == pytest.approx(single[key], rel=1e-5), (ddp["step"], key)
+    assert records["ddp"][0]["samples_per_s"] == pytest.approx(8 * records["ddp"][0]["steps_per_s"])  # 2 x 2 x 2
+    assert json.loads((tmp_path / "ddp" / "checkpoints" / "last" / "meta.json").read_text())["step"] == 6
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_machines_restart_a_killed_process_and_resume_from_the_same_checkpoint(tmp_path):
+    """Two torchrun agents ("machines" of one process each) meet at a c10d rendezvous on loopback. On the first
+    attempt rank 1 has nothing to train at step 2 (rank 0 must not wait for it forever) and dies in step 5; both
+    agents restart their processes once (``--max-restarts 1``), and both resume from the step-4 checkpoint."""
+    agent = ["--nnodes", "2", "--nproc_per_node", "1", "--rdzv-backend", "c10d", "--rdzv-id", "two-machines",
+             "--rdzv-endpoint", f"127.0.0.1:{_free_port()}", "--local-addr", "127.0.0.1", "--max-restarts", "1",
+             "--monitor-interval", "0.5", str(HERE / "toy_recipe.py"), str(tmp_path),
+             "--checkpoint-every", "2", "--no-grad-call", "1", "2", "--exit-rank", "1", "--exit-call", "5"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(HERE)]), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(HERE / "toy_recipe.py"), str(tmp_path)]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
+    machines = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *agent], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [machine.communicate(timeout=180)[0] for machine in machines]
+    assert [m.returncode for m in machines] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
 
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert [r["step"] for r in ranks] == [6, 6]
-    # 6 steps x batch 2 = 12 samples per rank: one epoch of the 24-sample dataset, split without overlap
-    seen = [{index for index, _ in r["seen"]} for r in ranks]
-    assert len(seen[0]) == len(seen[1]) == 12 and not seen[0] & seen[1]
-    # exact: both replicas apply the all-reduced (identical) gradients to identical weights with the same code
-    assert ranks[0]["weights"] == ranks[1]["weights"]  # same start, averaged gradients: the replicas agree
-    # the replay joins the ranks' batches and runs at this process's thread count (the ranks: 1 thread each), so
-    # its sums run in another order: weights up to 1.1 differ by ≤ 1.3e-7 seen
-    assert ranks[0]["weights"] == pytest.approx(_replay(ranks, 6), rel=1e-5, abs=1e-6)
+    assert [r["resumed"] for r in ranks] == [True, True] and [r["step"] for r in ranks] == [6, 6]
+    keys, weights = replay_data_parallel(6, 2, skipped={(1, 2)})
+    for rank, record in enumerate(ranks):  # after the restart each rank saw exactly its batches of steps 5 and 6
+        assert record["seen"] == keys[rank][8:]
+    assert ranks[0]["weights"] == ranks[1]["weights"]
+    # the replay joins the ranks' losses at this process's thread count (the ranks: 1 thread each): weights up to
+    # 1.1 differ by ≤ 1.3e-7 seen
+    assert ranks[0]["weights"] == pytest.approx(weights, rel=1e-5, abs=1e-6)
     records = read_records(tmp_path / "metrics.jsonl")
-    assert [r["step"] for r in records if r["split"] == "train"] == [2, 4, 6]  # logged once, by rank 0
-    assert records[0]["samples_per_s"] == pytest.approx(4 * records[0]["steps_per_s"])  # 2 ranks x batch 2
-    assert (tmp_path / "checkpoints" / "last" / "model.safetensors").is_file()
-    assert json.loads((tmp_path / "checkpoints" / "last" / "meta.json").read_text())["step"] == 6
+    assert [r["step"] for r in records if r["split"] == "train"] == [2, 4, 6]  # step 6 once, after the restart

@@ -3,14 +3,16 @@
 It exercises what the engine must get right: per-sample seeds (input noise), the global RNG inside the step
 (dropout), parameter groups with norms, biases, a position embedding and a frozen layer, and validation metrics.
 
-Run as a script under ``torchrun`` it trains and writes what each rank saw to ``results_dir/rank<N>.json``.
+Run as a script under ``torchrun`` it trains and writes what each rank saw to ``results_dir/rank<N>.json``::
+
+    torchrun --standalone --nproc_per_node 2 tests/engine/toy_recipe.py OUT --grad-accum-steps 2
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from segfit.engine.checkpoint import seed_everything
+from segfit.engine.optim import build_optimizer
 from segfit.engine.recipe import ParamGroup
-from segfit.engine.sampler import MixedDataset, Source
+from segfit.engine.sampler import MixedBatchSampler, MixedDataset, Source
 from segfit.spec.schema import DataSpec, OptimSpec, Spec, SplitSpec, TrainSpec
 
 DIM = 4
@@ -69,9 +73,11 @@ class ToyRecipe:
     default_best_metric = "score"
 
     def __init__(self, spec: Spec, dropout: float = 0.2, eval_values: list[float] | None = None,
-                 nan_at_call: int | None = None, mix: list[tuple[str, int, int, float]] | None = None):
-        """``mix``: train on several datasets, (name, samples, batch size, repeat factor) each."""
-        self.spec, self.dropout, self.mix = spec, dropout, mix
+                 nan_at_call: int | None = None, mix: list[tuple[str, int, int, float]] | None = None,
+                 unfreeze_at: int | None = None):
+        """``mix``: train on several datasets, (name, samples, batch size, repeat factor) each; ``unfreeze_at``: the
+        step from which the frozen layer trains (``before_step``)."""
+        self.spec, self.dropout, self.mix, self.unfreeze_at = spec, dropout, mix, unfreeze_at
         self.eval_values = list(eval_values or [])
         self.nan_at_call = nan_at_call
         self.seen: list[tuple[int, int]] = []  # (index, seed) of every training sample, in order
@@ -92,7 +98,15 @@ class ToyRecipe:
         lr = self.spec.train.optim.base_lr
         head = [(n, p) for n, p in model.named_parameters() if n.startswith("head.")]
         body = [(n, p) for n, p in model.named_parameters() if not n.startswith("head.")]
-        return [ParamGroup(name="body", params=body, lr=lr), ParamGroup(name="head", params=head, lr=2 * lr)]
+        return [ParamGroup(name="body", params=body, lr=lr, unfrozen_later=self.unfreeze_at is not None),
+                ParamGroup(name="head", params=head, lr=2 * lr)]
+
+    def before_step(self, model: nn.Module, step: int) -> bool:
+        trains = self.unfreeze_at is not None and step >= self.unfreeze_at
+        if model.frozen.weight.requires_grad == trains:
+            return False
+        model.frozen.requires_grad_(trains)
+        return True
 
     def train_dataset(self) -> ToyDataset | MixedDataset:
         if self.mix is None:
@@ -127,14 +141,81 @@ class ToyRecipe:
         return {"score": score, "mse": mse}
 
 
-if __name__ == "__main__":
+def replay_data_parallel(steps: int, world_size: int,
+                         skipped: frozenset[tuple[int, int]] = frozenset()) -> tuple[list[list], list[float]]:
+    """The reference for data parallelism: one process that averages the ranks' losses of each step (the mean of
+    the ranks' gradients is the gradient of the mean loss), a ``(rank, step)`` in ``skipped`` adding nothing.
+    Returns each rank's sample keys, in order, and the final weights."""
+    spec = toy_spec(Path("unused"))
+    recipe = ToyRecipe(spec, dropout=0.0)
+    seed_everything(spec.train.seed)  # rank 0's initialisation, which DDP broadcasts
+    model = recipe.build_model()
+    optimizer = build_optimizer(recipe.param_groups(model), spec.train.optim)
+    dataset = MixedDataset([Source("train", recipe.train_dataset(), spec.data.batch_size)])
+    orders = [iter(MixedBatchSampler(dataset, spec.train.seed, rank, world_size)) for rank in range(world_size)]
+    keys: list[list] = [[] for _ in range(world_size)]
+    for step in range(1, steps + 1):
+        loss = torch.zeros(())
+        for rank, order in enumerate(orders):
+            batch = next(order)
+            keys[rank] += [[index, seed] for _, index, seed in batch]
+            if (rank, step) not in skipped:
+                loss = loss + recipe.training_step(model, recipe.collate([dataset[k] for k in batch]))["loss"]
+        (loss / world_size).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), spec.train.optim.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad()
+    return keys, torch.cat([p.detach().flatten() for p in model.parameters()]).tolist()
+
+
+class FlakyToyRecipe(ToyRecipe):
+    """Under ``torchrun``, on the first attempt only (no checkpoint yet: a restarted process resumes from one):
+    ``no_grad_call`` (rank, call) returns a loss without gradient, and rank ``exit_rank`` dies at its training call
+    ``exit_call``, as a killed process would. (Not ``TORCHELASTIC_RESTART_COUNT``: each machine's agent counts its
+    own restarts, and the machines' ranks may change places at a restart.)"""
+
+    def __init__(self, spec: Spec, no_grad_call: tuple[int, int] | None, exit_rank: int, exit_call: int | None,
+                 unfreeze_at: int | None = None):
+        super().__init__(spec, dropout=0.0, unfreeze_at=unfreeze_at)
+        self.no_grad_call, self.exit_rank, self.exit_call = no_grad_call, exit_rank, exit_call
+        self.rank = int(os.environ["RANK"])
+        self.first_attempt = not (Path(spec.results_dir) / "checkpoints" / "last").is_dir()
+
+    def training_step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        call = len(self.losses) + 1
+        if self.first_attempt and self.rank == self.exit_rank and call == self.exit_call:
+            os._exit(1)
+        terms = super().training_step(model, batch)
+        if self.first_attempt and (self.rank, call) == self.no_grad_call:
+            terms = {key: value.detach() for key, value in terms.items()}
+        return terms
+
+
+def main() -> None:
+    """Train under ``torchrun`` and write what this rank saw and its final weights to ``results_dir/rank<N>.json``."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("results_dir", type=Path)
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--grad-accum-steps", type=int, default=1)
+    parser.add_argument("--checkpoint-every", type=int, default=3)
+    parser.add_argument("--no-grad-call", type=int, nargs=2, metavar=("RANK", "CALL"))
+    parser.add_argument("--exit-rank", type=int, default=1)
+    parser.add_argument("--exit-call", type=int)
+    parser.add_argument("--unfreeze-at", type=int)
+    args = parser.parse_args()
     from segfit.engine.trainer import train
 
-    out = Path(sys.argv[1])
-    spec = toy_spec(out, max_steps=6, log_every=2, checkpoint_every=3, eval_every=3)
-    recipe = ToyRecipe(spec, dropout=0.0)
+    spec = toy_spec(args.results_dir, args.batch_size, max_steps=6, log_every=2, checkpoint_every=args.checkpoint_every,
+                    eval_every=3, grad_accum_steps=args.grad_accum_steps)
+    recipe = FlakyToyRecipe(spec, tuple(args.no_grad_call) if args.no_grad_call else None, args.exit_rank,
+                            args.exit_call, args.unfreeze_at)
     summary = train(recipe, spec)
     weights = torch.cat([p.detach().flatten() for p in recipe.model.parameters()]).tolist()
-    (out / f"rank{os.environ['RANK']}.json").write_text(
-        json.dumps({"seen": recipe.seen, "step": summary["step"], "weights": weights})
-    )
+    (args.results_dir / f"rank{recipe.rank}.json").write_text(json.dumps({
+        "seen": recipe.seen, "step": summary["step"], "weights": weights,
+        "resumed": not recipe.first_attempt,
+    }))
+
+
+if __name__ == "__main__":
+    main()

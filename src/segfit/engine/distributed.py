@@ -1,17 +1,21 @@
 """Device choice and data-parallel training across processes started by ``torchrun``.
 
 One process per device; ``torchrun`` sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` (and the rendezvous
-address) in each process's environment. Without them (or with ``WORLD_SIZE=1``) everything here is a no-op.
+address) in each process's environment. Without them (or with ``WORLD_SIZE=1``) nothing here starts a process
+group or wraps a module.
 
-Data parallelism without a model wrapper: the processes start from rank 0's weights, each runs the recipe's
-step on its own samples, and the gradients are averaged before every optimizer step. Recipes therefore get
-the plain model (its attributes and sub-modules as they are), in training and in evaluation alike.
+Data parallelism is PyTorch's ``DistributedDataParallel`` around the training *step*, not the model: recipes call
+sub-modules, run several forward passes per step and read model attributes, so ``TrainingStep`` makes
+``recipe.training_step(model, batch)`` the forward of a small module and DDP wraps that. Recipes therefore get the
+plain model, in training and in evaluation alike, while DDP averages the gradients in buckets during the backward
+pass (overlapping it) and gives every process rank 0's weights and buffers.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -19,10 +23,10 @@ from typing import Any
 import torch
 import torch.distributed as torch_dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 # Rank 0 evaluates while the other ranks wait at a collective; a long validation must not time them out.
 COLLECTIVE_TIMEOUT = timedelta(hours=2)
-BUCKET_ELEMENTS = 2**24  # gradients all-reduced together (64 MB in fp32)
 
 
 @dataclass(frozen=True)
@@ -84,52 +88,48 @@ def cleanup(dist: Dist) -> None:
         torch_dist.destroy_process_group()
 
 
-def broadcast_model(model: nn.Module, dist: Dist) -> None:
-    """Give every process rank 0's parameters and buffers (a random initialisation differs between ranks)."""
-    if not dist.active:
-        return
-    with torch.no_grad():
-        for tensor in [*model.parameters(), *model.buffers()]:
-            torch_dist.broadcast(tensor, src=0)
+class TrainingStep(nn.Module):
+    """``forward(batch)`` is ``recipe.training_step(model, batch)``: the unit DDP wraps (see the module docstring).
+
+    A batch whose loss has no gradient (nothing in it trains, e.g. a SAM 2 clip given whole as masks) gets the same
+    loss value made differentiable through ``anchor``, a zero parameter outside the model, so the caller always runs
+    the backward pass. Under DDP every process must: the gradient reduction happens inside it, and a process that
+    skipped it would leave the others waiting. The anchor adds nothing to the model's gradients: DDP averages them
+    with this process's share as zero, and where no process had anything to train they stay ``None`` (so the
+    optimizer step is skipped, as in a single process).
+    """
+
+    def __init__(self, recipe: Any, model: nn.Module):
+        super().__init__()
+        self.recipe, self.model = recipe, model
+        self.anchor = nn.Parameter(torch.zeros((), device=next(model.parameters()).device))
+
+    def forward(self, batch: Any) -> dict[str, torch.Tensor]:
+        terms = self.recipe.training_step(self.model, batch)
+        if "loss" in terms and not terms["loss"].requires_grad:
+            terms = {**terms, "loss": terms["loss"] + 0 * self.anchor}
+        return terms
 
 
-def average_gradients(params: list[nn.Parameter], dist: Dist) -> None:
-    """Replace each gradient by its mean over the processes, once per optimizer step (after all accumulation).
+def data_parallel(step: TrainingStep, dist: Dist, device: torch.device) -> nn.Module:
+    """``step`` in DDP when several processes train (its construction broadcasts rank 0's weights and buffers),
+    else ``step`` itself.
 
-    This is what DDP computes, done after the backward passes instead of during them: it works whatever the
-    recipe's forward does (calls into sub-modules, several forward passes per step, parts left unused on some
-    steps). A gradient missing on some ranks counts as zero there; one missing on all ranks stays missing.
+    ``find_unused_parameters``: which parameters a step reaches changes from step to step (SAM 2 without correction
+    clicks leaves the mask-prompt encoder out; a video clip's first frame, the memory; the anchor is reached only by
+    batches with nothing to train), so DDP traces the step's graph each time to know which gradients not to wait
+    for. Buffers (e.g. positional encodings) are rank 0's at the start of every forward (DDP's default).
     """
     if not dist.active:
-        return
-    device = params[0].device
-    present = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
-    torch_dist.all_reduce(present)
-    grads = []
-    for param, count in zip(params, present.tolist()):
-        if count:
-            if param.grad is None:
-                param.grad = torch.zeros_like(param)
-            grads.append(param.grad)
-    for bucket in _buckets(grads):
-        flat = torch.cat([g.reshape(-1) for g in bucket])
-        torch_dist.all_reduce(flat)
-        flat /= dist.world_size
-        for grad, reduced in zip(bucket, flat.split([g.numel() for g in bucket])):
-            grad.copy_(reduced.view_as(grad))
+        return step
+    return DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=True)
 
 
-def _buckets(tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
-    """Consecutive runs of same-dtype tensors of up to BUCKET_ELEMENTS elements: few, large all-reduces."""
-    buckets: list[list[torch.Tensor]] = []
-    size = 0
-    for tensor in tensors:
-        if not buckets or tensor.dtype != buckets[-1][0].dtype or size + tensor.numel() > BUCKET_ELEMENTS:
-            buckets.append([])
-            size = 0
-        buckets[-1].append(tensor)
-        size += tensor.numel()
-    return buckets
+def gradient_sync(step: nn.Module, sync: bool) -> AbstractContextManager[Any]:
+    """Around a micro-batch's forward and backward: ``sync=False`` keeps its gradients local (DDP's ``no_sync``),
+    so an optimizer step of several micro-batches reduces once, in the last one's backward."""
+    return step.no_sync() if isinstance(step, DistributedDataParallel) and not sync else nullcontext()
 
 
 def all_reduce_mean(values: dict[str, float], device: torch.device, dist: Dist) -> dict[str, float]:

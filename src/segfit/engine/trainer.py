@@ -31,13 +31,14 @@ from segfit.engine.checkpoint import (
     seed_everything,
 )
 from segfit.engine.distributed import (
+    TrainingStep,
     all_gather,
     all_reduce_mean,
     any_rank,
-    average_gradients,
     barrier,
-    broadcast_model,
     cleanup,
+    data_parallel,
+    gradient_sync,
     init_distributed,
     resolve_device,
 )
@@ -99,7 +100,7 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
             # a fresh start owns results_dir: checkpoints of an earlier run must not be resumed or picked as best
             print(f"starting afresh in {results_dir}: its earlier checkpoints and metrics are replaced")
             shutil.rmtree(results_dir / "checkpoints")
-        broadcast_model(model, dist)
+        run_step = data_parallel(TrainingStep(recipe, model), dist, device)  # recipes still get the plain model
         trainable = [p for p in model.parameters() if p.requires_grad]
         workers = loader_workers(spec.data.num_workers)
         batches = iter(DataLoader(
@@ -129,20 +130,21 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
         while step < cfg.max_steps:
             if before_step is not None and before_step(model, step):
                 trainable = [p for p in model.parameters() if p.requires_grad]
+                run_step = data_parallel(TrainingStep(recipe, model), dist, device)  # DDP reduces what trains now
             step_started, data_seconds, phases_before = time.perf_counter(), 0.0, sampler.phases_done
-            for _ in range(cfg.grad_accum_steps):
+            for micro in range(cfg.grad_accum_steps):
                 window.count(sampler.next_source(), dist.world_size)
                 data_started = time.perf_counter()
                 batch = to_device(next(batches), device)
                 data_seconds += time.perf_counter() - data_started
-                with autocast(cfg.precision, device):
-                    terms = recipe.training_step(model, batch)
-                finite = non_finite.add(terms, step + 1, batch_files(batch))
-                if terms["loss"].requires_grad:  # else nothing in the batch trains (a clip given whole as masks)
+                with gradient_sync(run_step, micro == cfg.grad_accum_steps - 1):  # averaged over processes once
+                    with autocast(cfg.precision, device):
+                        terms = run_step(batch)
+                    finite = non_finite.add(terms, step + 1, batch_files(batch))
+                    # always differentiable (TrainingStep), so every process joins the gradient reduction
                     scaler.scale(terms["loss"] / cfg.grad_accum_steps).backward()
                 sampler.advance()
                 window.add(terms, keep=finite if non_finite.skip else None)  # skip: means over the finite losses
-            average_gradients(trainable, dist)  # over processes; scaled gradients average like unscaled ones
             scaler.unscale_(optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
             lrs = {f"lr/{group['name']}": group["lr"] for group in optimizer.param_groups}  # the lr this step used

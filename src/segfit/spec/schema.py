@@ -296,6 +296,40 @@ class ExportSpec:
 
 
 @dataclass
+class SlurmSpec:
+    """The SLURM job of ``segfit train --slurm`` (docs/distributed.md): one training process per GPU."""
+
+    nodes: int = 1
+    """Machines of the job."""
+    gpus_per_node: int = 1
+    """GPUs per machine, one training process each (0: one CPU process per machine)."""
+    cpus_per_task: int = 8
+    """CPU cores per training process (its data-loader workers use all but one)."""
+    partition: str = ""
+    """SLURM partition; empty: the cluster's default."""
+    account: str = ""
+    """Account charged for the job; empty: your default."""
+    qos: str = ""
+    """Quality of service; empty: the default."""
+    timeout: int = 1440
+    """Time limit of the job in minutes. A job that reaches it (or is pre-empted) is requeued and resumes from
+    ``checkpoints/last``, up to 3 times for time limits."""
+
+    def __post_init__(self) -> None:
+        for name, minimum in (("nodes", 1), ("gpus_per_node", 0), ("cpus_per_task", 1), ("timeout", 1)):
+            if getattr(self, name) < minimum:
+                raise ValueError(f"{name}: must be at least {minimum}, got {getattr(self, name)}")
+
+
+@dataclass
+class LauncherSpec:
+    """How ``segfit train`` is started when not by hand or by ``torchrun``."""
+
+    slurm: SlurmSpec = field(default_factory=SlurmSpec)
+    """Used by ``segfit train --slurm``."""
+
+
+@dataclass
 class Spec:
     """A whole run: what to train, on what, how, and where the results go."""
 
@@ -313,6 +347,7 @@ class Spec:
     evaluate: EvaluateSpec = field(default_factory=EvaluateSpec)
     inference: InferenceSpec = field(default_factory=InferenceSpec)
     export: ExportSpec = field(default_factory=ExportSpec)
+    launcher: LauncherSpec = field(default_factory=LauncherSpec)
 
 
 def eval_split(data: Any, split: str) -> Any:
