@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 @dataclass
 class ModelSpec:
     name: str = ""
-    """Model family; picks the recipe (``sam2``, ``mask2former``; ``siamban`` later)."""
+    """Model family; picks the recipe (``sam2``, ``mask2former``, ``siamban``)."""
     checkpoint: str | None = None
     """Weights to start from: a Hugging Face model directory, a ``.safetensors`` file or an official ``.pt``."""
 
