@@ -8,6 +8,7 @@ short for a clip; and annotation files no image uses (a map or JSON whose image 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -24,7 +25,7 @@ from segfit.spec.tracking import TrackingSplitSpec
 
 
 @dataclass
-class _Findings:
+class _Findings(ABC):
     """What every split report holds: its name and format, and the files that are wrong."""
 
     name: str
@@ -41,8 +42,9 @@ class _Findings:
         """Every sample loads (warnings do not count)."""
         return not self.problems
 
+    @abstractmethod
     def summary(self) -> str:
-        raise NotImplementedError
+        """The report's first line: its counts and status (each kind of split counts other things)."""
 
     def _status(self) -> str:
         return f"{'OK' if self.ok else f'{len(self.problems)} problem(s)'}, {len(self.warnings)} warning(s)"

@@ -17,16 +17,22 @@ from segfit.models.sam2.preprocess import preprocess_image, resize_masks
 from segfit.spec.schema import DataSpec
 
 
-class Sam2ImageDataset(Dataset):
-    """Items are ``(index, seed)``: every random choice of a sample comes from its seed (exact resume)."""
+class _ReaderSamples(Dataset):
+    """A reader's samples made at the model's ``image_size`` under the ``data`` section's settings."""
 
-    def __init__(self, reader: SafeReader, data: DataSpec, image_size: int):
+    def __init__(self, reader: SafeReader | VideoReader, data: DataSpec, image_size: int):
         self.reader = reader
         self.data = data
         self.image_size = image_size
 
     def __len__(self) -> int:
         return len(self.reader)
+
+
+class Sam2ImageDataset(_ReaderSamples):
+    """Items are ``(index, seed)``: every random choice of a sample comes from its seed (exact resume)."""
+
+    reader: SafeReader
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         index, seed = key
@@ -71,18 +77,12 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-class Sam2ClipDataset(Dataset):
+class Sam2ClipDataset(_ReaderSamples):
     """Clips of videos for memory training. Items are ``(index, seed)``: the clip's frames, objects and augmentation
     all come from the seed (exact resume). A video that cannot give a clip (``DataError``) is skipped for the next
     one with ``data.on_error: skip``, and stops training otherwise."""
 
-    def __init__(self, reader: VideoReader, data: DataSpec, image_size: int):
-        self.reader = reader
-        self.data = data
-        self.image_size = image_size
-
-    def __len__(self) -> int:
-        return len(self.reader)
+    reader: VideoReader
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         index, seed = key
