@@ -14,6 +14,7 @@ Examples:
     segfit inference -e configs/sam2_demo.yaml inference.input=photos/ inference.mode=automatic
     segfit inference -e configs/sam2_demo.yaml inference.input=a.jpg inference.mode=prompted "inference.points=[[120,80]]"
     segfit export -e configs/sam2_demo.yaml
+    segfit serve -e configs/sam2_demo.yaml inference.checkpoint=runs/sam2_demo/checkpoints/last
     segfit convert sam2.1_hiera_small.pt hf_sam2.1_small/
 """
 
@@ -30,6 +31,7 @@ SPEC_TASKS = {
     "evaluate": "metrics of a checkpoint (default: the run's best) on data.test or data.val",
     "inference": "run a checkpoint on images: prompted masks or an automatic instance map",
     "export": "write a checkpoint in exchange formats (Hugging Face directory, official .pt, ONNX)",
+    "serve": "a local click-to-segment page: the base and the fine-tuned SAM 2 side by side",
 }
 
 
@@ -44,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
         _add_spec_args(tasks.add_parser(name, help=help_text, description=help_text, allow_abbrev=False))
     tasks.choices["train"].add_argument("--slurm", action="store_true",
                                         help="submit the run as a SLURM job (launcher.slurm.*) and return")
+    serve = tasks.choices["serve"]
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: this machine only; others print a warning)")
+    serve.add_argument("--port", type=int, default=8765)
 
     convert = tasks.add_parser("convert", help="official SAM 2 .pt <-> Hugging Face directory", allow_abbrev=False)
     convert.add_argument("src", help="an official .pt (→ HF directory) or an HF directory / .safetensors (→ official .pt)")
@@ -121,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
             from segfit.engine.host_memory import keep_freed_memory
 
             keep_freed_memory()  # models run in this process: reuse freed CPU memory instead of page-faulting it
+            if args.task == "serve":
+                from segfit.tasks import serve
+
+                serve.run(spec, args.host, args.port)
+                return 0
             task = "slurm" if args.task == "train" and args.slurm else args.task
             importlib.import_module(f"segfit.tasks.{task}").run(spec)
     except (SpecError, DataError, FileNotFoundError, ValueError, StorageError) as err:

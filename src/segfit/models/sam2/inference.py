@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import torch
 from PIL import Image
 from transformers import Sam2Model
 
@@ -15,7 +14,7 @@ from segfit.data.image_io import list_images, read_image
 from segfit.data.records import DataError
 from segfit.models.sam2.automatic import automatic_map
 from segfit.models.sam2.onnx import OnnxSam2Predictor
-from segfit.models.sam2.predict import Sam2Predictor, best_mask
+from segfit.models.sam2.predict import Sam2Predictor, predict_object
 from segfit.models.sam2.spec import Sam2Spec
 from segfit.visualize import colorize, overlay, save_png
 
@@ -78,17 +77,12 @@ def _prompted(predictor: Sam2Predictor, image: np.ndarray, path: Path, objects: 
         raise ValueError(f"{path}: no prompts; give inference.points / inference.boxes or an entry in inference.prompts_json")
     masks, written, all_points, all_labels = [], [], [], []
     for i, obj in enumerate(objects):
-        points = torch.tensor([obj["points"]], dtype=torch.float32) if obj.get("points") else None
-        labels = torch.tensor([obj.get("labels") or [1] * len(obj["points"])]) if points is not None else None
-        boxes = torch.tensor([obj["box"]], dtype=torch.float32) if obj.get("box") else None
-        single_click = points is not None and points.shape[1] == 1 and boxes is None
-        pred = predictor.predict(points, labels, boxes, multimask_output=multimask and single_click)
-        mask = best_mask(pred)[0].cpu().numpy()
+        mask = predict_object(predictor, obj.get("points"), obj.get("labels"), obj.get("box"), multimask)[0].cpu().numpy()
         masks.append(mask)
         written.append(save_png(out_dir / f"{path.stem}_mask{i + 1}.png", mask.astype(np.uint8) * 255))
-        if points is not None:
+        if obj.get("points"):
             all_points += obj["points"]
-            all_labels += labels[0].tolist()
+            all_labels += obj.get("labels") or [1] * len(obj["points"])
     boxes = [o["box"] for o in objects if o.get("box")]
     drawn = overlay(image, np.stack(masks), points=np.array(all_points) if all_points else None,
                     labels=np.array(all_labels) if all_labels else None, boxes=np.array(boxes) if boxes else None)

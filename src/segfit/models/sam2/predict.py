@@ -9,6 +9,7 @@ prompt) are clamped to ±32. Outputs are not gated by the object score, as in th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,6 +18,9 @@ from transformers import Sam2Model
 
 from segfit.models.sam2.attention import variable_shape_attention
 from segfit.models.sam2.preprocess import boxes_to_model, masks_to_original, points_to_model, preprocess_image
+
+if TYPE_CHECKING:
+    from segfit.models.sam2.onnx import OnnxSam2Predictor
 
 LOGIT_CLAMP = 32.0
 """Bound of the low-resolution logits used as a mask prompt (the reference clamps them the same way)."""
@@ -143,6 +147,33 @@ def num_objects(points: Tensor | None, mask_input: Tensor | None) -> int:
     return len(points) if points is not None else len(mask_input)
 
 
+@dataclass(frozen=True)
+class EncodedImage:
+    """One image's embeddings (the three levels of ``Sam2Model.get_image_embeddings``) and its original size."""
+
+    embeddings: list[Tensor]
+    orig_hw: tuple[int, int]
+
+
+def predict_object(
+    predictor: Sam2Predictor | OnnxSam2Predictor,
+    points: list[list[float]] | None,
+    labels: list[int] | None,
+    box: list[float] | None,
+    multimask_output: bool,
+) -> tuple[Tensor, float]:
+    """One object's (H, W) bool mask and predicted IoU from clicks (xy, labels 1/0; default all positive) and/or a
+    box, as ``segfit inference`` and ``segfit serve`` answer a prompt. A single click alone is ambiguous (a part or
+    the whole?): with ``multimask_output`` it gets 3 masks and keeps the best-scoring one, as the reference advises."""
+    point_tensor = torch.tensor([points], dtype=torch.float32) if points else None
+    label_tensor = torch.tensor([labels or [1] * len(points)]) if points else None
+    box_tensor = torch.tensor([box], dtype=torch.float32) if box else None
+    single_click = point_tensor is not None and point_tensor.shape[1] == 1 and box_tensor is None
+    pred = predictor.predict(point_tensor, label_tensor, box_tensor, multimask_output=multimask_output and single_click)
+    index = pred.scores[0].argmax()
+    return pred.masks[0, index], float(pred.scores[0, index])
+
+
 class ImageSlot:
     """The image a predictor was given last: its original size, which every prompt and mask is mapped to."""
 
@@ -183,13 +214,22 @@ class Sam2Predictor(ImageSlot):
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
 
-    @torch.no_grad()
     def set_image(self, image: np.ndarray) -> None:
         """Encode an H×W×3 uint8 RGB image; its embeddings serve every ``predict`` until the next image."""
+        self.use(self.encode(image))
+
+    @torch.no_grad()
+    def encode(self, image: np.ndarray) -> EncodedImage:
+        """An H×W×3 uint8 RGB image's embeddings, to keep and ``use`` later (``segfit serve`` caches them per image)."""
         pixels = preprocess_image(image, self.image_size)[None].to(self.device)
         with self._autocast():
-            self._embeddings = self.model.get_image_embeddings(pixels)
-        self._orig_hw = (int(image.shape[0]), int(image.shape[1]))
+            embeddings = self.model.get_image_embeddings(pixels)
+        return EncodedImage(embeddings, (int(image.shape[0]), int(image.shape[1])))
+
+    def use(self, encoded: EncodedImage) -> None:
+        """Predict on an image ``encode`` returned (by this predictor: the embeddings belong to its model)."""
+        self._embeddings = encoded.embeddings
+        self._orig_hw = encoded.orig_hw
 
     @torch.no_grad()
     def predict(

@@ -1,0 +1,150 @@
+"""The page's HTTP interface (Starlette): static files, the image list, uploads, and prompts answered as masks.
+
+Model work runs in plain (synchronous) handlers, which Starlette runs in worker threads, so the event loop keeps
+serving while a model runs; ``Segmenter`` lets one request use the models at a time.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path, PurePath
+from typing import Any
+from urllib.parse import unquote
+
+import numpy as np
+from PIL import Image
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from segfit.data.records import DataError, ImageRecord
+from segfit.metrics.coco_masks import encode as rle_encode
+from segfit.serve.images import ImageCatalog, UploadError, mib
+from segfit.serve.prompts import Prompt, PromptError
+from segfit.serve.session import Answer, Segmenter
+
+STATIC = Path(__file__).parent / "static"
+
+
+def create_app(segmenter: Segmenter, catalog: ImageCatalog) -> Starlette:
+    """The page for ``segmenter``'s models on ``catalog``'s images; ``app.state`` holds both (tests reach them)."""
+
+    def info(request: Request) -> JSONResponse:
+        return JSONResponse({
+            "models": [{"name": m.name, "weights": m.weights} for m in segmenter.models],
+            "images": [{"id": e.id, "name": e.name, "has_gt": e.has_gt} for e in catalog.entries()],
+            "limits": {"max_bytes": catalog.limits.max_bytes, "max_side": catalog.limits.max_side},
+        })
+
+    def image(request: Request) -> Response:
+        record = _record(catalog, request.query_params.get("id", ""))
+        return Response(png_bytes(record.image), media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+
+    async def upload(request: Request) -> JSONResponse:
+        data = await _read_limited(request, catalog.limits.max_bytes)
+        try:
+            entry = await run_in_threadpool(catalog.add_upload, data, unquote(request.headers.get("x-file-name", "")))
+        except UploadError as err:
+            raise HTTPException(err.status, str(err)) from err
+        return JSONResponse({"id": entry.id, "name": entry.name})
+
+    async def predict(request: Request) -> JSONResponse:
+        record, prompt, answers = await _answers(request, segmenter, catalog)
+        return JSONResponse({"results": [_answer_json(a) for a in answers]})
+
+    async def coco(request: Request) -> JSONResponse:
+        record, prompt, answers = await _answers(request, segmenter, catalog)
+        name = PurePath(record.source).name
+        headers = {"Content-Disposition": 'attachment; filename="masks_coco.json"'}
+        return JSONResponse(coco_json(name, record.size, prompt, answers), headers=headers)
+
+    def index(request: Request) -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    app = Starlette(routes=[
+        Route("/", index),
+        Route("/api/info", info),
+        Route("/api/image", image),
+        Route("/api/upload", upload, methods=["POST"]),
+        Route("/api/predict", predict, methods=["POST"]),
+        Route("/api/coco", coco, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=STATIC)),
+    ], exception_handlers={HTTPException: _error_json})
+    app.state.segmenter, app.state.catalog = segmenter, catalog
+    return app
+
+
+def _record(catalog: ImageCatalog, id: str) -> ImageRecord:
+    try:
+        return catalog.get(id)
+    except KeyError as err:
+        raise HTTPException(404, f"image: no image with id {id!r} (uploads are kept for a while only)") from err
+    except DataError as err:
+        raise HTTPException(422, str(err)) from err
+
+
+async def _read_limited(request: Request, max_bytes: int) -> bytes:
+    """The body, refused as soon as it passes ``max_bytes`` (declared or sent) instead of after reading it all."""
+    too_large = HTTPException(413, f"the file is larger than the {mib(max_bytes)} uploads are limited to")
+    if int(request.headers.get("content-length") or 0) > max_bytes:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _answers(request: Request, segmenter: Segmenter,
+                   catalog: ImageCatalog) -> tuple[ImageRecord, Prompt, list[Answer]]:
+    try:
+        prompt = Prompt.parse(await request.json())
+    except ValueError as err:  # PromptError, or JSON that does not parse
+        raise HTTPException(400, str(err)) from err
+    record = await run_in_threadpool(_record, catalog, prompt.image)
+    try:
+        return record, prompt, await run_in_threadpool(segmenter.segment, record, prompt)
+    except PromptError as err:
+        raise HTTPException(400, str(err)) from err
+
+
+def _answer_json(answer: Answer) -> dict[str, Any]:
+    return {"model": answer.model, "score": answer.score, "iou": answer.iou, "encode_ms": answer.encode_ms,
+            "decode_ms": answer.decode_ms, "area": int(answer.mask.sum()),
+            "mask_png": base64.b64encode(png_bytes(answer.mask.astype(np.uint8) * 255)).decode("ascii")}
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=1)  # level 1: masks compress well enough, fast
+    return buffer.getvalue()
+
+
+def coco_json(file_name: str, hw: tuple[int, int], prompt: Prompt, answers: list[Answer]) -> dict[str, Any]:
+    """One COCO image with one annotation per model (compressed RLE); ``model``, ``score`` and the prompt are extra
+    keys that COCO readers ignore."""
+    annotations = []
+    for i, answer in enumerate(answers, start=1):
+        ys, xs = np.nonzero(answer.mask)
+        bbox = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)] if len(xs) else [0, 0, 0, 0]
+        annotations.append({"id": i, "image_id": 1, "category_id": 1, "segmentation": rle_encode(answer.mask),
+                            "area": int(answer.mask.sum()), "bbox": bbox, "iscrowd": 0, "model": answer.model,
+                            "score": answer.score})
+    return {
+        "images": [{"id": 1, "file_name": file_name, "height": hw[0], "width": hw[1]}],
+        "categories": [{"id": 1, "name": "object"}],
+        "annotations": annotations,
+        "prompt": {"points": prompt.points, "labels": prompt.labels, "box": prompt.box},
+    }
+
+
+async def _error_json(request: Request, err: Exception) -> JSONResponse:
+    assert isinstance(err, HTTPException)
+    return JSONResponse({"error": err.detail}, status_code=err.status_code)

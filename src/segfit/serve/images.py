@@ -1,0 +1,137 @@
+"""The images the page offers: the spec's dataset images (with their ground truth) and uploads.
+
+Every image has an id the server made (``val/3``, ``upload/2``); the client only ever names ids, so nothing it
+sends becomes part of a path. Uploads are checked before they are decoded: their size in bytes, then the
+dimensions their header declares, so a small file claiming a huge image is refused without decoding it.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import PurePath
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from segfit.data.formats import ImageReader, open_split
+from segfit.data.records import ImageRecord
+
+UPLOAD_FORMATS = frozenset({"PNG", "JPEG", "BMP", "TIFF", "WEBP"})
+
+RECENT_RECORDS = 4
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What an upload may be; larger ones get a message saying which limit they passed."""
+
+    max_bytes: int = 20 * 2**20
+    max_side: int = 4096
+    max_uploads: int = 16
+    """Uploads kept in memory; the oldest goes first."""
+
+
+class UploadError(ValueError):
+    """An upload the server refuses; the message is shown on the page as it is."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    name: str
+    """For display only (a file name from the dataset, or the client's, never used as a path)."""
+    has_gt: bool
+
+
+def mib(num_bytes: int) -> str:
+    return f"{num_bytes / 2**20:.3g} MiB"
+
+
+def decode_upload(data: bytes, limits: Limits) -> np.ndarray:
+    """H×W×3 uint8 RGB of an uploaded file, or ``UploadError`` saying what is wrong with it."""
+    if len(data) > limits.max_bytes:
+        raise UploadError(f"the file is {mib(len(data))}; uploads are limited to {mib(limits.max_bytes)}", status=413)
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.format not in UPLOAD_FORMATS:
+                raise UploadError(f"{image.format} images are not accepted; send {', '.join(sorted(UPLOAD_FORMATS))}")
+            width, height = image.size
+            if max(width, height) > limits.max_side:
+                raise UploadError(f"the image is {width}×{height} pixels; at most {limits.max_side} on a side is "
+                                  "accepted (scale it down first)", status=413)
+            image.load()
+            return np.asarray(image.convert("RGB")).copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        if isinstance(err, UploadError):
+            raise
+        raise UploadError(f"not a readable image ({type(err).__name__}: {err})") from err
+
+
+class ImageCatalog:
+    """Dataset images by id (read when asked) and uploads (kept decoded, the newest ``max_uploads``)."""
+
+    def __init__(self, splits: dict[str, ImageReader], limits: Limits = Limits()):
+        self.splits = splits
+        self.limits = limits
+        self._uploads: OrderedDict[str, tuple[str, ImageRecord]] = OrderedDict()
+        self._next_upload = 0
+        self._recent: OrderedDict[str, ImageRecord] = OrderedDict()
+        """Dataset records read last: every click needs the image's ground truth again."""
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_spec(cls, data: object, min_object_area: int, limits: Limits = Limits()) -> ImageCatalog:
+        """``data.val``, ``data.test`` and ``data.train`` (image formats; the others are left out)."""
+        splits = {}
+        for name in ("val", "test", "train"):
+            split = getattr(data, name)
+            if split is not None and split.images and split.format in ("labpics", "coco", "sa1b"):
+                splits[name] = open_split(split, min_object_area)
+        return cls(splits, limits)
+
+    def entries(self) -> list[Entry]:
+        with self._lock:
+            uploads = [Entry(id, name, False) for id, (name, _) in reversed(self._uploads.items())]
+        data = [Entry(f"{split}/{i}", f"{split}: {PurePath(reader.source(i)).name}", True)
+                for split, reader in self.splits.items() for i in range(len(reader))]
+        return uploads + data
+
+    def add_upload(self, data: bytes, client_name: str) -> Entry:
+        image = decode_upload(data, self.limits)
+        file_name = PurePath(client_name.replace("\\", "/")).name[:80] or "image"  # shown, never opened
+        record = ImageRecord(image, np.zeros((0, *image.shape[:2]), bool), file_name)
+        name = f"upload: {file_name}"
+        with self._lock:
+            id = f"upload/{self._next_upload}"
+            self._next_upload += 1
+            self._uploads[id] = (name, record)
+            while len(self._uploads) > self.limits.max_uploads:
+                self._uploads.popitem(last=False)
+        return Entry(id, name, False)
+
+    def get(self, id: str) -> ImageRecord:
+        """The record of an id from ``entries`` / ``add_upload``; ``KeyError`` for any other string."""
+        kind, _, index = id.partition("/")
+        if kind == "upload":
+            with self._lock:
+                return self._uploads[id][1]
+        reader = self.splits.get(kind)
+        if reader is None or not index.isdigit() or int(index) >= len(reader):
+            raise KeyError(id)
+        with self._lock:
+            if id in self._recent:
+                self._recent.move_to_end(id)
+                return self._recent[id]
+        record = reader.load(int(index))
+        with self._lock:
+            self._recent[id] = record
+            while len(self._recent) > RECENT_RECORDS:
+                self._recent.popitem(last=False)
+        return record

@@ -1,0 +1,217 @@
+// segfit serve: the prompt (points, labels, box) lives here; the server answers it with one mask per model.
+// window.segfit exposes the state (read by the end-to-end test and handy in the browser console).
+"use strict";
+
+const COLORS = { base: [30, 144, 255], "fine-tuned": [255, 140, 0] };
+const DRAG_PIXELS = 5;  // a press that moves less than this (screen pixels) is a click, not a box
+
+const state = { info: null, imageId: null, image: null, points: [], labels: [], box: null, answers: {}, sent: 0 };
+window.segfit = state;
+const $ = (id) => document.getElementById(id);
+const panels = {};
+
+async function api(path, options) {
+  const response = await fetch(path, options);
+  const body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
+  if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
+  return body;
+}
+
+function showStatus(text, isError = false) {
+  $("status").textContent = text;
+  $("status").classList.toggle("error", isError);
+}
+
+async function loadInfo(selectId) {
+  state.info = await api("/api/info");
+  const select = $("image-select");
+  select.replaceChildren(...state.info.images.map((e) => new Option(e.name, e.id)));
+  if (!Object.keys(panels).length) state.info.models.forEach(addPanel);
+  const id = selectId || (state.info.images[0] || {}).id;
+  if (id) { select.value = id; await selectImage(id); }
+  else showStatus("No images in the spec's data: upload one.");
+}
+
+function addPanel(model) {
+  const node = $("panel-template").content.firstElementChild.cloneNode(true);
+  node.dataset.model = model.name;
+  node.querySelector(".model").textContent = model.name;
+  node.querySelector(".weights").textContent = model.weights;
+  const canvas = node.querySelector("canvas");
+  attachPointer(canvas);
+  $("panels").append(node);
+  panels[model.name] = { node, canvas, mask: null };
+}
+
+async function selectImage(id) {
+  const image = new Image();
+  image.src = `/api/image?id=${encodeURIComponent(id)}`;
+  await image.decode().catch(() => { throw new Error(`image ${id} could not be loaded`); });
+  Object.assign(state, { imageId: id, image, points: [], labels: [], box: null, answers: {} });
+  for (const panel of Object.values(panels)) {
+    panel.canvas.width = image.naturalWidth;
+    panel.canvas.height = image.naturalHeight;
+    panel.mask = null;
+    panel.node.querySelector(".figures").textContent = "";
+    panel.node.querySelector(".download").hidden = true;
+  }
+  $("coco").disabled = true;
+  showStatus(`${image.naturalWidth}×${image.naturalHeight}: click the object.`);
+  redraw();
+}
+
+// Canvas pixels are image pixels; the canvas may be shown smaller, so scale the pointer position back.
+function imageXY(canvas, event) {
+  const rect = canvas.getBoundingClientRect();
+  return [(event.clientX - rect.left) * canvas.width / rect.width, (event.clientY - rect.top) * canvas.height / rect.height];
+}
+
+function attachPointer(canvas) {
+  let start = null;
+  canvas.addEventListener("contextmenu", (e) => e.preventDefault());
+  canvas.addEventListener("pointerdown", (e) => { start = { xy: imageXY(canvas, e), x: e.clientX, y: e.clientY }; });
+  canvas.addEventListener("pointerup", (e) => {
+    if (!start || !state.image) return;
+    const moved = Math.hypot(e.clientX - start.x, e.clientY - start.y) >= DRAG_PIXELS;
+    const xy = imageXY(canvas, e);
+    if (moved) {
+      const [x0, y0] = start.xy;
+      state.box = [Math.min(x0, xy[0]), Math.min(y0, xy[1]), Math.max(x0, xy[0]), Math.max(y0, xy[1])]
+        .map((v, i) => Math.max(0, Math.min(v, i % 2 ? canvas.height : canvas.width)));
+    } else {
+      state.points.push(xy);
+      state.labels.push(e.button === 2 || e.shiftKey ? 0 : 1);
+    }
+    start = null;
+    promptChanged();
+  });
+}
+
+function promptChanged() {
+  redraw();
+  if (!state.points.length && !state.box) {
+    state.answers = {};
+    for (const panel of Object.values(panels)) panel.mask = null;
+    $("coco").disabled = true;
+    redraw();
+    return;
+  }
+  predict();
+}
+
+function promptBody() {
+  return JSON.stringify({ image: state.imageId, points: state.points, labels: state.labels, box: state.box });
+}
+
+async function predict() {
+  const sent = ++state.sent;
+  document.body.dataset.busy = "1";
+  try {
+    const { results } = await api("/api/predict", { method: "POST", body: promptBody(),
+                                                    headers: { "Content-Type": "application/json" } });
+    if (sent !== state.sent) return;  // a newer prompt is on its way
+    await Promise.all(results.map(showAnswer));
+    const figures = results.map((r) => `${r.model} ${(r.encode_ms + r.decode_ms).toFixed(0)} ms`).join(", ");
+    showStatus(`${state.points.length} point(s)${state.box ? " + box" : ""}: ${figures}`);
+    $("coco").disabled = false;
+  } catch (err) {
+    if (sent === state.sent) showStatus(err.message, true);
+  } finally {
+    if (sent === state.sent) document.body.dataset.busy = "0";
+  }
+}
+
+// The mask PNG (0 / 255) becomes a coloured, half-transparent layer; the same PNG is the download.
+async function showAnswer(result) {
+  const panel = panels[result.model];
+  const png = new Image();
+  png.src = `data:image/png;base64,${result.mask_png}`;
+  await png.decode();
+  const layer = new OffscreenCanvas(png.naturalWidth, png.naturalHeight);
+  const ctx = layer.getContext("2d");
+  ctx.drawImage(png, 0, 0);
+  const pixels = ctx.getImageData(0, 0, layer.width, layer.height);
+  const [r, g, b] = COLORS[result.model] || [0, 200, 0];
+  for (let i = 0; i < pixels.data.length; i += 4) {
+    const on = pixels.data[i] > 127;
+    pixels.data.set([r, g, b, on ? 110 : 0], i);
+  }
+  ctx.putImageData(pixels, 0, 0);
+  panel.mask = layer;
+  state.answers[result.model] = result;
+  const iou = result.iou === null ? "" : ` · IoU ${result.iou.toFixed(3)}`;
+  panel.node.querySelector(".figures").textContent = `score ${result.score.toFixed(3)}${iou}`;
+  const link = panel.node.querySelector(".download");
+  link.href = png.src;
+  link.download = `${state.imageId.replace(/\W+/g, "_")}_${result.model}.png`;
+  link.hidden = false;
+  redraw();
+}
+
+function redraw() {
+  for (const panel of Object.values(panels)) {
+    const ctx = panel.canvas.getContext("2d");
+    if (!state.image) continue;
+    ctx.drawImage(state.image, 0, 0);
+    if (panel.mask) ctx.drawImage(panel.mask, 0, 0);
+    const radius = Math.max(3, panel.canvas.width / 150);
+    state.points.forEach(([x, y], i) => {
+      ctx.beginPath();
+      ctx.arc(x, y, radius, 0, 2 * Math.PI);
+      ctx.fillStyle = state.labels[i] ? "#1a9e3a" : "#d0202a";
+      ctx.fill();
+      ctx.lineWidth = radius / 3;
+      ctx.strokeStyle = "#fff";
+      ctx.stroke();
+    });
+    if (state.box) {
+      const [x0, y0, x1, y1] = state.box;
+      ctx.setLineDash([radius * 2, radius]);
+      ctx.lineWidth = radius / 2;
+      ctx.strokeStyle = "#ffe600";
+      ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
+      ctx.setLineDash([]);
+    }
+  }
+}
+
+async function downloadCoco() {
+  try {
+    const response = await fetch("/api/coco", { method: "POST", body: promptBody(),
+                                                headers: { "Content-Type": "application/json" } });
+    if (!response.ok) throw new Error((await response.json()).error);
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(await response.blob());
+    link.download = `${state.imageId.replace(/\W+/g, "_")}_coco.json`;
+    link.click();
+    URL.revokeObjectURL(link.href);
+  } catch (err) {
+    showStatus(err.message, true);
+  }
+}
+
+async function upload(file) {
+  const limit = state.info.limits.max_bytes;
+  if (file.size > limit) {
+    showStatus(`${file.name} is ${(file.size / 2 ** 20).toFixed(1)} MiB; uploads are limited to ${limit / 2 ** 20} MiB`, true);
+    return;
+  }
+  showStatus(`uploading ${file.name}…`);
+  try {
+    const entry = await api("/api/upload", { method: "POST", body: file,
+                                             headers: { "X-File-Name": encodeURIComponent(file.name) } });
+    await loadInfo(entry.id);
+  } catch (err) {
+    showStatus(`${file.name}: ${err.message}`, true);
+  }
+}
+
+$("image-select").addEventListener("change", (e) => selectImage(e.target.value).catch((err) => showStatus(err.message, true)));
+$("upload").addEventListener("change", (e) => { if (e.target.files[0]) upload(e.target.files[0]); e.target.value = ""; });
+$("undo").addEventListener("click", () => {
+  if (state.points.length) { state.points.pop(); state.labels.pop(); } else state.box = null;
+  promptChanged();
+});
+$("clear").addEventListener("click", () => { state.points = []; state.labels = []; state.box = null; promptChanged(); });
+$("coco").addEventListener("click", downloadCoco);
+loadInfo().catch((err) => showStatus(err.message, true));

@@ -1,0 +1,98 @@
+"""A served page on generated data: two tiny random SAM 2 models (``base`` and ``fine-tuned``) behind a real
+uvicorn server on a free loopback port, in this process (so tests reach the same predictors)."""
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+import uvicorn
+
+from segfit.data.synthetic import write_synthetic_images
+from segfit.models.sam2.build import build_sam2
+from segfit.models.sam2.predict import Sam2Predictor
+from segfit.serve.app import create_app
+from segfit.serve.images import ImageCatalog, Limits
+from segfit.serve.session import Segmenter
+from segfit.spec import load_spec
+from segfit.tasks.serve import served_models
+
+SIZE = 256
+
+
+def perturbed_weights(path: Path, seed: int) -> Path:
+    """A ``test``-size model with every tensor perturbed (logits far from 0, so masks are not a toss-up)."""
+    model = build_sam2("test", image_size=SIZE)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.1 * torch.randn(param.shape, generator=gen))
+    safetensors.torch.save_model(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="package")
+def serve_spec(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    paths = write_synthetic_images(root / "data", num_train=2, num_val=2, size=(120, 160), max_objects=3, seed=2)
+    return load_spec(None, [
+        "model.name=sam2", "model.size=test", f"model.image_size={SIZE}", f"results_dir={root / 'run'}",
+        f"model.checkpoint={perturbed_weights(root / 'base.safetensors', 1)}",
+        f"inference.checkpoint={perturbed_weights(root / 'tuned.safetensors', 2)}",
+        f"data.train.images={paths['train_images']}", f"data.train.annotations={paths['train_annotations']}",
+        f"data.val.images={paths['val_images']}", f"data.val.annotations={paths['val_annotations']}",
+    ])
+
+
+LIMITS = Limits(max_bytes=200_000, max_side=512, max_uploads=2)
+"""Small limits, so the tests can pass them with small files."""
+
+
+@pytest.fixture(scope="package")
+def server(serve_spec):
+    """``(base_url, app)`` of a running server; stopped after the package's tests."""
+    catalog = ImageCatalog.from_spec(serve_spec.data, serve_spec.data.min_object_area, LIMITS)
+    app = create_app(Segmenter(served_models(serve_spec), serve_spec.inference.multimask_output), catalog)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}", app
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+LOGIT_MARGIN = 1e-5
+"""The server's predictor and the test's run the same code in other threads of one process (same kernels, same
+thread pool): logits agree to ≤ 1e-7 here; pixels this close to 0 are left out of mask comparisons."""
+
+SCORE_GAP = 1e-4
+"""The best of 3 masks must lead by this much: a near tie could go either way between two runs of the model."""
+
+
+@pytest.fixture(scope="package")
+def expected_logits():
+    """The model's own answer to a prompt, by a fresh ``Sam2Predictor`` on the same model: (H, W) logits of the
+    mask ``segfit inference`` would keep, and its score."""
+
+    def expected(model, image, points, labels, box, multimask=True):
+        predictor = Sam2Predictor(model, SIZE)
+        predictor.set_image(image)
+        single_click = len(points) == 1 and box is None
+        pred = predictor.predict(torch.tensor([points]) if points else None, torch.tensor([labels]) if points else None,
+                                 torch.tensor([box]) if box else None, multimask_output=multimask and single_click)
+        scores = pred.scores[0].sort(descending=True).values
+        assert len(scores) == 1 or scores[0] - scores[1] > SCORE_GAP, f"near-tied mask scores {scores.tolist()}"
+        best = pred.scores[0].argmax()
+        return pred.logits[0, best], float(pred.scores[0, best])
+
+    return expected
