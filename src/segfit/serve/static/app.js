@@ -60,10 +60,12 @@ async function selectImage(id) {
   redraw();
 }
 
-// Canvas pixels are image pixels; the canvas may be shown smaller, so scale the pointer position back.
+// Canvas pixels are image pixels; the canvas may be shown at another size, so scale the pointer position back
+// (from inside the border: client* sizes leave it out).
 function imageXY(canvas, event) {
   const rect = canvas.getBoundingClientRect();
-  return [(event.clientX - rect.left) * canvas.width / rect.width, (event.clientY - rect.top) * canvas.height / rect.height];
+  const x = event.clientX - rect.left - canvas.clientLeft, y = event.clientY - rect.top - canvas.clientTop;
+  return [x * canvas.width / canvas.clientWidth, y * canvas.height / canvas.clientHeight];
 }
 
 function attachPointer(canvas) {
@@ -112,7 +114,9 @@ async function predict() {
     if (sent !== state.sent) return;  // a newer prompt is on its way
     await Promise.all(results.map(showAnswer));
     const figures = results.map((r) => `${r.model} ${(r.encode_ms + r.decode_ms).toFixed(0)} ms`).join(", ");
-    showStatus(`${state.points.length} point(s)${state.box ? " + box" : ""}: ${figures}`);
+    const n = state.points.length;
+    const what = [n ? `${n} point${n > 1 ? "s" : ""}` : "", state.box ? "box" : ""].filter(Boolean).join(" + ");
+    showStatus(`${what}: ${figures}`);
     $("coco").disabled = false;
   } catch (err) {
     if (sent === state.sent) showStatus(err.message, true);
