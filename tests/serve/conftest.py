@@ -1,21 +1,18 @@
 """A served page on generated data: two tiny random SAM 2 models (``base`` and ``fine-tuned``) behind a real
 uvicorn server on a free loopback port, in this process (so tests reach the same predictors)."""
 
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
 import safetensors.torch
 import torch
-import uvicorn
 
 from segfit.data.synthetic import write_synthetic_images
 from segfit.models.sam2.build import build_sam2
 from segfit.models.sam2.predict import Sam2Predictor
 from segfit.serve.app import create_app
 from segfit.serve.images import ImageCatalog, Limits
+from segfit.serve.server import running
 from segfit.serve.session import Segmenter
 from segfit.spec import load_spec
 from segfit.tasks.serve import served_models
@@ -56,19 +53,8 @@ def server(serve_spec):
     """``(base_url, app)`` of a running server; stopped after the package's tests."""
     catalog = ImageCatalog.from_spec(serve_spec.data, serve_spec.data.min_object_area, LIMITS)
     app = create_app(Segmenter(served_models(serve_spec), serve_spec.inference.multimask_output), catalog)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}", app
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    with running(app) as url:
+        yield url, app
 
 
 LOGIT_MARGIN = 1e-5

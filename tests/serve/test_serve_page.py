@@ -38,7 +38,9 @@ def page(server, tmp_path_factory):
             viewport={"width": 1200, "height": 700})
         page = context.new_page()
         page.goto(server[0])
-        page.wait_for_function("window.segfit.image !== null && window.segfit.imageId === 'val/0'", timeout=30_000)
+        page.wait_for_function("window.segfit.image !== null", timeout=30_000)
+        page.select_option("#image-select", "val/0")  # the list starts with uploads, when other tests made some
+        page.wait_for_function("window.segfit.imageId === 'val/0'")
         page.add_style_tag(content=f".panel canvas {{ width: {160 * ZOOM}px; }}")
         yield page
         context.close()
