@@ -1,14 +1,10 @@
 """A served page on generated data: two tiny random SAM 2 models (``base`` and ``fine-tuned``) behind a real
 uvicorn server on a free loopback port, in this process (so tests reach the same predictors)."""
 
-from pathlib import Path
-
 import pytest
-import safetensors.torch
 import torch
 
 from segfit.data.synthetic import write_synthetic_images
-from segfit.models.sam2.build import build_sam2
 from segfit.models.sam2.predict import Sam2Predictor
 from segfit.serve.app import create_app
 from segfit.serve.images import ImageCatalog, Limits
@@ -17,18 +13,7 @@ from segfit.serve.session import Segmenter
 from segfit.spec import load_spec
 from segfit.tasks.serve import served_models
 
-SIZE = 256
-
-
-def perturbed_weights(path: Path, seed: int) -> Path:
-    """A ``test``-size model with every tensor perturbed (logits far from 0, so masks are not a toss-up)."""
-    model = build_sam2("test", image_size=SIZE)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(0.1 * torch.randn(param.shape, generator=gen))
-    safetensors.torch.save_model(model, str(path))
-    return path
+from serve_helpers import SIZE, perturbed_weights
 
 
 @pytest.fixture(scope="package")
@@ -56,10 +41,6 @@ def server(serve_spec):
     with running(app) as url:
         yield url, app
 
-
-LOGIT_MARGIN = 1e-5
-"""The server's predictor and the test's run the same code in other threads of one process (same kernels, same
-thread pool): logits agree to ≤ 1e-7 here; pixels this close to 0 are left out of mask comparisons."""
 
 SCORE_GAP = 1e-4
 """The best of 3 masks must lead by this much: a near tie could go either way between two runs of the model."""

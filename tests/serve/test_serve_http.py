@@ -1,9 +1,6 @@
 """The page's HTTP interface against a real server: masks are the model's own, errors name what is wrong."""
 
-import base64
 import io
-import json
-import urllib.error
 import urllib.request
 
 import numpy as np
@@ -13,24 +10,11 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from assertions import assert_same_masks
-from conftest import LOGIT_MARGIN
+from serve_helpers import LOGIT_MARGIN, call, png_mask
+
 
 SCORE_ATOL = 1e-5
 """Scores in [0, 1] of the same code in two threads of one process (conftest.LOGIT_MARGIN): ≤ 1e-7 seen."""
-
-
-def call(url: str, body: bytes | dict | None = None, headers: dict | None = None) -> tuple[int, dict]:
-    data = json.dumps(body).encode() if isinstance(body, dict) else body
-    request = urllib.request.Request(url, data=data, headers=headers or {"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
-
-
-def png_mask(b64: str) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(Image.open(io.BytesIO(base64.b64decode(b64)))) > 0)
 
 
 def inside_point(mask: np.ndarray) -> list[float]:

@@ -4,8 +4,6 @@ Needs Debian's ``chromium`` (``/usr/bin/chromium``, installed by ``.ci/run``) an
 ``test`` extra), which drives it; ``playwright install`` (a browser download) is never needed.
 """
 
-import base64
-import io
 import shutil
 
 import numpy as np
@@ -14,7 +12,7 @@ import torch
 from PIL import Image
 
 from assertions import assert_same_masks
-from conftest import LOGIT_MARGIN
+from serve_helpers import LOGIT_MARGIN, png_mask
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not shutil.which(CHROMIUM), reason="Chromium not installed (apt-get install chromium)")
@@ -49,8 +47,7 @@ def page(server, tmp_path_factory):
 def shown_masks(page) -> dict[str, torch.Tensor]:
     """Each panel's mask PNG (the download link) as a bool tensor."""
     links = page.eval_on_selector_all(".panel", "ps => ps.map(p => [p.dataset.model, p.querySelector('.download').href])")
-    return {model: torch.from_numpy(np.asarray(Image.open(io.BytesIO(base64.b64decode(href.split(",", 1)[1])))) > 0)
-            for model, href in links}
+    return {model: png_mask(href.split(",", 1)[1]) for model, href in links}
 
 
 def check_against_models(page, server, expected_logits) -> dict:
@@ -70,13 +67,13 @@ def test_click_shift_click_and_drag_show_the_models_masks(page, server, expected
     gt = server[1].state.catalog.get("val/0").masks[0]
     ys, xs = np.nonzero(gt)
     x, y = int(np.median(xs)), int(np.median(ys))
-    x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())  # corner pixels of the object
     canvas = page.locator('.panel[data-model="fine-tuned"] canvas')
 
     canvas.click(position={"x": (x + 0.5) * ZOOM, "y": (y + 0.5) * ZOOM})
     page.wait_for_function(ANSWERED.format(n=2))
     prompt = check_against_models(page, server, expected_logits)
-    assert prompt["labels"] == [1] and np.allclose(prompt["points"], [[x + 0.5, y + 0.5]], atol=0.5)
+    assert prompt == {"points": [[x, y]], "labels": [1], "box": None}
     assert "IoU" in page.inner_text('.panel[data-model="base"] figcaption')
 
     page.locator('.panel[data-model="base"] canvas').click(position={"x": 3 * ZOOM, "y": 3 * ZOOM}, modifiers=["Shift"])
@@ -86,13 +83,13 @@ def test_click_shift_click_and_drag_show_the_models_masks(page, server, expected
     page.click("#clear")
     box = canvas.bounding_box()
     box["x"], box["y"] = box["x"] + 1, box["y"] + 1  # the canvas's 1px border (style.css); click positions leave it out
-    page.mouse.move(box["x"] + x0 * ZOOM, box["y"] + y0 * ZOOM)
+    page.mouse.move(box["x"] + (x0 + 0.5) * ZOOM, box["y"] + (y0 + 0.5) * ZOOM)
     page.mouse.down()
-    page.mouse.move(box["x"] + x1 * ZOOM, box["y"] + y1 * ZOOM, steps=4)
+    page.mouse.move(box["x"] + (x1 + 0.5) * ZOOM, box["y"] + (y1 + 0.5) * ZOOM, steps=4)
     page.mouse.up()
     page.wait_for_function("window.segfit.box !== null && " + ANSWERED.format(n=2))
     prompt = check_against_models(page, server, expected_logits)
-    assert prompt["points"] == [] and np.allclose(prompt["box"], [x0, y0, x1, y1], atol=0.5)
+    assert prompt["points"] == [] and prompt["box"] == [x0, y0, x1, y1]
     assert page.inner_text("#status").startswith("box: base")
 
     page.screenshot(path=str(tmp_path / "page.png"), full_page=True)

@@ -22,23 +22,28 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from segfit.data.records import DataError, ImageRecord
+from segfit.data.records import DataError, ImageRecord, VideoRecord
 from segfit.metrics.coco_masks import encode as rle_encode
 from segfit.serve.images import ImageCatalog, UploadError, mib
 from segfit.serve.prompts import Prompt, PromptError
 from segfit.serve.session import Answer, Segmenter
+from segfit.serve.videos import MAX_PROPAGATED_FRAMES, VideoCatalog, track
 
 STATIC = Path(__file__).parent / "static"
 
 
-def create_app(segmenter: Segmenter, catalog: ImageCatalog) -> Starlette:
-    """The page for ``segmenter``'s models on ``catalog``'s images; ``app.state`` holds both (tests reach them)."""
+def create_app(segmenter: Segmenter, catalog: ImageCatalog, videos: VideoCatalog | None = None) -> Starlette:
+    """The page for ``segmenter``'s models on ``catalog``'s images (and ``videos``, with video models);
+    ``app.state`` holds them (tests reach them)."""
+    videos = videos or VideoCatalog({})
 
     def info(request: Request) -> JSONResponse:
         return JSONResponse({
             "models": [{"name": m.name, "weights": m.weights} for m in segmenter.models],
             "images": [{"id": e.id, "name": e.name, "has_gt": e.has_gt} for e in catalog.entries()],
-            "limits": {"max_bytes": catalog.limits.max_bytes, "max_side": catalog.limits.max_side},
+            "videos": videos.entries() if all(m.video is not None for m in segmenter.models) else [],
+            "limits": {"max_bytes": catalog.limits.max_bytes, "max_side": catalog.limits.max_side,
+                       "max_tracked_frames": MAX_PROPAGATED_FRAMES},
         })
 
     def image(request: Request) -> Response:
@@ -63,6 +68,32 @@ def create_app(segmenter: Segmenter, catalog: ImageCatalog) -> Starlette:
         headers = {"Content-Disposition": 'attachment; filename="masks_coco.json"'}
         return JSONResponse(coco_json(name, record.size, prompt, answers), headers=headers)
 
+    def video_frame(request: Request) -> Response:
+        video = _video(videos, request.query_params.get("id", ""))
+        t = request.query_params.get("t", "")
+        if not t.isdigit() or int(t) >= len(video.frames):
+            raise HTTPException(404, f"t: no frame {t!r} in this {len(video.frames)}-frame video")
+        return Response(png_bytes(video.frames[int(t)]), media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+
+    async def video_track(request: Request) -> JSONResponse:
+        try:
+            body = await request.json()
+            prompt = Prompt.parse(body, id_key="video")
+            start = body.get("frame", 0)
+            if not isinstance(start, int) or isinstance(start, bool):
+                raise PromptError(f"frame: expected a frame number, got {start!r:.40}")
+        except ValueError as err:
+            raise HTTPException(400, str(err)) from err
+        video = await run_in_threadpool(_video, videos, prompt.image)
+        try:
+            tracks = await run_in_threadpool(track, segmenter.models, video, start, prompt, segmenter.lock)
+        except PromptError as err:
+            raise HTTPException(400, str(err)) from err
+        return JSONResponse({"start": start, "results": [
+            {"model": t.model, "ious": t.ious, "ms": t.ms,
+             "masks_png": [base64.b64encode(png_bytes(m.astype(np.uint8) * 255)).decode("ascii") for m in t.masks]}
+            for t in tracks]})
+
     def index(request: Request) -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
@@ -73,9 +104,11 @@ def create_app(segmenter: Segmenter, catalog: ImageCatalog) -> Starlette:
         Route("/api/upload", upload, methods=["POST"]),
         Route("/api/predict", predict, methods=["POST"]),
         Route("/api/coco", coco, methods=["POST"]),
+        Route("/api/video/frame", video_frame),
+        Route("/api/video/track", video_track, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC)),
     ], exception_handlers={HTTPException: _error_json})
-    app.state.segmenter, app.state.catalog = segmenter, catalog
+    app.state.segmenter, app.state.catalog, app.state.videos = segmenter, catalog, videos
     return app
 
 
@@ -84,6 +117,15 @@ def _record(catalog: ImageCatalog, id: str) -> ImageRecord:
         return catalog.get(id)
     except KeyError as err:
         raise HTTPException(404, f"image: no image with id {id!r} (uploads are kept for a while only)") from err
+    except DataError as err:
+        raise HTTPException(422, str(err)) from err
+
+
+def _video(videos: VideoCatalog, id: str) -> VideoRecord:
+    try:
+        return videos.get(id)
+    except KeyError as err:
+        raise HTTPException(404, f"video: no video with id {id!r}") from err
     except DataError as err:
         raise HTTPException(422, str(err)) from err
 

@@ -16,7 +16,7 @@ class PromptError(ValueError):
 @dataclass(frozen=True)
 class Prompt:
     image: str
-    """An id from the image catalogue."""
+    """An id from the image (or video) catalogue."""
     points: list[list[float]]
     """[[x, y], ...] (x = column, y = row), all for one object."""
     labels: list[int]
@@ -25,10 +25,11 @@ class Prompt:
     """[x0, y0, x1, y1] or None."""
 
     @classmethod
-    def parse(cls, body: Any) -> Prompt:
-        """``{"image": id, "points": [[x, y], ...], "labels": [1, 0, ...], "box": [x0, y0, x1, y1] | null}``."""
-        if not isinstance(body, dict) or not isinstance(body.get("image"), str):
-            raise PromptError("image: expected a JSON object with the image id as 'image'")
+    def parse(cls, body: Any, id_key: str = "image") -> Prompt:
+        """``{"image": id, "points": [[x, y], ...], "labels": [1, 0, ...], "box": [x0, y0, x1, y1] | null}``
+        (for a video, its id under ``"video"``)."""
+        if not isinstance(body, dict) or not isinstance(body.get(id_key), str):
+            raise PromptError(f"{id_key}: expected a JSON object with the {id_key} id as '{id_key}'")
         points = body.get("points") or []
         labels = body.get("labels") or []
         box = body.get("box")
@@ -40,7 +41,7 @@ class Prompt:
             raise PromptError(f"box: expected [x0, y0, x1, y1] with x0 < x1 and y0 < y1, got {box!r:.80}")
         if not points and box is None:
             raise PromptError("points, box: no prompt; click a point or drag a box")
-        return cls(body["image"], [[float(v) for v in p] for p in points], [int(v) for v in labels],
+        return cls(body[id_key], [[float(v) for v in p] for p in points], [int(v) for v in labels],
                    None if box is None else [float(v) for v in box])
 
     def check_inside(self, hw: tuple[int, int]) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformers import Sam2VideoModel
 
 from segfit.data.records import ImageRecord
 from segfit.metrics.masks import mask_iou
@@ -27,6 +28,8 @@ class ServedModel:
     weights: str
     """Where its weights came from, shown on the page."""
     predictor: Sam2Predictor
+    video: Sam2VideoModel | None = None
+    """The video model the predictor's image model is part of (a video spec), for tracking on the page."""
 
 
 @dataclass
@@ -55,13 +58,14 @@ class Segmenter:
         self.multimask_output = multimask_output
         self.cached_images = cached_images
         self._cache: OrderedDict[tuple[str, str], EncodedImage] = OrderedDict()
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
+        """Held while a model runs (clicks and video tracking alike)."""
 
     def segment(self, record: ImageRecord, prompt: Prompt) -> list[Answer]:
         prompt.check_inside(record.size)
         target = target_object(record.masks, prompt)
         gt = None if target is None else torch.from_numpy(record.masks[target])
-        with self._lock:
+        with self.lock:
             return [self._answer(model, record, prompt, gt) for model in self.models]
 
     def _answer(self, model: ServedModel, record: ImageRecord, prompt: Prompt, gt: torch.Tensor | None) -> Answer:

@@ -60,12 +60,13 @@ async function selectImage(id) {
   redraw();
 }
 
-// Canvas pixels are image pixels; the canvas may be shown at another size, so scale the pointer position back
-// (from inside the border: client* sizes leave it out).
+// The image pixel (column, row) under the pointer, as segfit's prompts count (the model adds the half pixel).
+// Canvas pixels are image pixels, but the canvas may be shown at another size: scale back from inside its border.
 function imageXY(canvas, event) {
   const rect = canvas.getBoundingClientRect();
   const x = event.clientX - rect.left - canvas.clientLeft, y = event.clientY - rect.top - canvas.clientTop;
-  return [x * canvas.width / canvas.clientWidth, y * canvas.height / canvas.clientHeight];
+  return [Math.min(Math.floor(x * canvas.width / canvas.clientWidth), canvas.width - 1),
+          Math.min(Math.floor(y * canvas.height / canvas.clientHeight), canvas.height - 1)].map((v) => Math.max(0, v));
 }
 
 function attachPointer(canvas) {

@@ -1,0 +1,50 @@
+"""What the ``segfit serve`` tests share besides fixtures: test-size weights, HTTP calls, mask PNGs."""
+
+import base64
+import io
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import safetensors.torch
+import torch
+from PIL import Image
+
+from segfit.models.sam2.build import build_sam2, build_sam2_video
+
+SIZE = 256
+
+LOGIT_MARGIN = 1e-5
+"""The server's predictor and the test's run the same code in other threads of one process (same kernels, same
+thread pool): logits agree to ≤ 1e-7 here; pixels this close to 0 are left out of mask comparisons."""
+
+
+def perturbed_weights(path: Path, seed: int, video: bool = False) -> Path:
+    """A ``test``-size (video) model with every tensor perturbed (logits far from 0, so masks are not a toss-up)."""
+    with torch.random.fork_rng():  # package fixtures run before conftest seeds the module: seed the build here
+        torch.manual_seed(seed)
+        model = (build_sam2_video if video else build_sam2)("test", image_size=SIZE)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.1 * torch.randn(param.shape, generator=gen))
+    safetensors.torch.save_model(model, str(path))
+    return path
+
+
+def call(url: str, body: bytes | dict | None = None, headers: dict | None = None) -> tuple[int, dict]:
+    """Status and JSON answer of a GET (no body) or POST (a dict is sent as JSON)."""
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    request = urllib.request.Request(url, data=data, headers=headers or {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def png_mask(b64: str) -> torch.Tensor:
+    """A mask PNG (0 / 255) as the page gets it, base64 encoded → (H, W) bool."""
+    return torch.from_numpy(np.asarray(Image.open(io.BytesIO(base64.b64decode(b64)))) > 0)

@@ -1,0 +1,91 @@
+"""Tracking on the page, at the HTTP level: a prompt on one frame of a DAVIS-layout video, tracked to the end by
+each video model, gives the masks ``segfit inference`` tracks from the same prompt."""
+
+import dataclasses
+import io
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from segfit.data.synthetic import write_synthetic_videos
+from segfit.models.sam2.video_inference import first_frame_prompts, track_video
+from segfit.serve.app import create_app
+from segfit.serve.images import ImageCatalog
+from segfit.serve.server import running
+from segfit.serve.session import Segmenter
+from segfit.serve.videos import VideoCatalog
+from segfit.spec import load_spec
+from segfit.tasks.serve import served_models
+
+from assertions import assert_same_masks
+from serve_helpers import LOGIT_MARGIN, SIZE, call, perturbed_weights, png_mask
+
+FRAMES = 4
+
+
+@pytest.fixture(scope="module")
+def video_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve_video")
+    paths = write_synthetic_videos(root / "data", num_train=1, num_val=1, num_frames=FRAMES, max_objects=2, seed=3)
+    spec = load_spec(None, [
+        "model.name=sam2", "model.size=test", f"model.image_size={SIZE}", f"results_dir={root / 'run'}",
+        f"model.checkpoint={perturbed_weights(root / 'base.safetensors', 3, video=True)}",
+        f"inference.checkpoint={perturbed_weights(root / 'tuned.safetensors', 4, video=True)}",
+        "data.train.format=davis", f"data.train.images={paths['train_images']}",
+        f"data.train.annotations={paths['train_annotations']}",
+        "data.val.format=davis", f"data.val.images={paths['val_images']}", f"data.val.annotations={paths['val_annotations']}",
+    ])
+    app = create_app(Segmenter(served_models(spec), True), ImageCatalog.from_spec(spec.data, 1), VideoCatalog.from_spec(spec.data))
+    with running(app) as url:
+        yield url, app, spec
+
+
+def test_info_lists_the_videos_with_their_frame_counts(video_server):
+    url, _, _ = video_server
+    info = call(f"{url}/api/info")[1]
+    assert info["videos"] == [{"id": "val/0", "name": "val: video_000", "frames": FRAMES},
+                              {"id": "train/0", "name": "train: video_000", "frames": FRAMES}]
+    assert info["images"] == []  # video splits are not offered as images
+
+
+def test_a_prompted_frame_is_tracked_to_the_end_as_segfit_inference_tracks_it(video_server):
+    url, app, spec = video_server
+    video = app.state.videos.get("val/0")
+    start = 1
+    ys, xs = np.nonzero(video.masks[start, 0])
+    point = [int(np.median(xs)), int(np.median(ys))]
+    status, answer = call(f"{url}/api/video/track", {"video": "val/0", "frame": start, "points": [point], "labels": [1]})
+    assert status == 200, answer
+    assert answer["start"] == start
+    inference = dataclasses.replace(spec, inference=dataclasses.replace(spec.inference, points=[point], labels=[1]))
+    for result, served in zip(answer["results"], app.state.segmenter.models, strict=True):
+        prompts = first_frame_prompts(inference, video.size, torch.device("cpu"))
+        logits = track_video(served.video, video.frames[start:], prompts, SIZE)[:, 0]
+        masks = torch.stack([png_mask(png) for png in result["masks_png"]])
+        assert result["model"] == served.name and masks.shape == (FRAMES - start, *video.size)
+        assert_same_masks(masks, logits, LOGIT_MARGIN)
+        gt = video.masks[start:, 0]
+        want = [(m & g).sum() / (m | g).sum() for m, g in zip(masks.numpy(), gt)]
+        np.testing.assert_allclose(result["ious"], want, atol=1e-6)
+
+
+def test_frames_are_served_as_stored(video_server):
+    url, app, _ = video_server
+    with urllib.request.urlopen(f"{url}/api/video/frame?id=val/0&t=2") as response:
+        frame = np.asarray(Image.open(io.BytesIO(response.read())))
+    assert np.array_equal(frame, app.state.videos.get("val/0").frames[2])
+
+
+@pytest.mark.parametrize("body, status, words", [
+    ({"video": "val/0", "frame": FRAMES, "points": [[5, 5]], "labels": [1]}, 400, f"frame: {FRAMES} is not a frame"),
+    ({"video": "val/0", "frame": "1", "points": [[5, 5]], "labels": [1]}, 400, "frame: expected a frame number"),
+    ({"video": "val/9", "points": [[5, 5]], "labels": [1]}, 404, "no video with id 'val/9'"),
+    ({"image": "val/0", "points": [[5, 5]], "labels": [1]}, 400, "video: expected"),
+])
+def test_bad_track_requests_name_the_key(video_server, body, status, words):
+    url, _, _ = video_server
+    got, answer = call(f"{url}/api/video/track", body)
+    assert got == status and words in answer["error"]
