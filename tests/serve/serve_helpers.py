@@ -3,11 +3,15 @@
 import base64
 import io
 import json
+import shutil
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
+import pytest
 import safetensors.torch
 import torch
 from PIL import Image
@@ -48,3 +52,28 @@ def call(url: str, body: bytes | dict | None = None, headers: dict | None = None
 def png_mask(b64: str) -> torch.Tensor:
     """A mask PNG (0 / 255) as the page gets it, base64 encoded → (H, W) bool."""
     return torch.from_numpy(np.asarray(Image.open(io.BytesIO(base64.b64decode(b64)))) > 0)
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+"""Debian's Chromium, driven by playwright (``playwright install``, a browser download, is never needed)."""
+
+needs_chromium = pytest.mark.skipif(not shutil.which(CHROMIUM), reason="Chromium not installed (apt-get install chromium)")
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+"""No sandbox (CI runs as root), and nothing that reaches out to the network."""
+
+
+@contextmanager
+def chromium_page(url: str, profile: Path) -> Iterator[Any]:
+    """The page at ``url`` in headless Chromium (a fresh profile), once its first image is shown."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install -e .[test])")
+    with sync_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
+            viewport={"width": 1200, "height": 700})
+        page = context.new_page()
+        page.goto(url)
+        page.wait_for_function("window.segfit.image !== null", timeout=30_000)
+        yield page
+        context.close()

@@ -1,10 +1,7 @@
 """The page end to end in headless Chromium: load it, click, drag, and get the model's own masks back.
 
-Needs Debian's ``chromium`` (``/usr/bin/chromium``, installed by ``.ci/run``) and the ``playwright`` package (the
-``test`` extra), which drives it; ``playwright install`` (a browser download) is never needed.
+Needs Debian's ``chromium`` (installed by ``.ci/run``) and ``playwright`` (the ``test`` extra); see serve_helpers.
 """
-
-import shutil
 
 import numpy as np
 import pytest
@@ -12,14 +9,9 @@ import torch
 from PIL import Image
 
 from assertions import assert_same_masks
-from serve_helpers import LOGIT_MARGIN, png_mask
+from serve_helpers import LOGIT_MARGIN, chromium_page, needs_chromium, png_mask
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not shutil.which(CHROMIUM), reason="Chromium not installed (apt-get install chromium)")
-
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-"""No sandbox (CI runs as root), and nothing that reaches out to the network."""
+pytestmark = needs_chromium
 
 ANSWERED = "document.body.dataset.busy === '0' && Object.keys(window.segfit.answers).length === {n}"
 ZOOM = 2
@@ -28,20 +20,11 @@ ZOOM = 2
 
 @pytest.fixture(scope="module")
 def page(server, tmp_path_factory):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install -e .[test])")
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    with sync_api.sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
-            viewport={"width": 1200, "height": 700})
-        page = context.new_page()
-        page.goto(server[0])
-        page.wait_for_function("window.segfit.image !== null", timeout=30_000)
-        page.select_option("#image-select", "val/0")  # the list starts with uploads, when other tests made some
+    with chromium_page(server[0], tmp_path_factory.mktemp("chromium-profile")) as page:
+        page.select_option("#image-select", "image:val/0")  # the list starts with uploads, when other tests made some
         page.wait_for_function("window.segfit.imageId === 'val/0'")
         page.add_style_tag(content=f".panel canvas {{ width: {160 * ZOOM}px; }}")
         yield page
-        context.close()
 
 
 def shown_masks(page) -> dict[str, torch.Tensor]:

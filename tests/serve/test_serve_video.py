@@ -1,5 +1,6 @@
-"""Tracking on the page, at the HTTP level: a prompt on one frame of a DAVIS-layout video, tracked to the end by
-each video model, gives the masks ``segfit inference`` tracks from the same prompt."""
+"""Tracking on the page: a prompt on one frame of a DAVIS-layout video, tracked to the end by each video model,
+gives the masks ``segfit inference`` tracks from the same prompt (HTTP level); the page prompts, tracks and scrubs
+(Chromium)."""
 
 import dataclasses
 import io
@@ -21,7 +22,7 @@ from segfit.spec import load_spec
 from segfit.tasks.serve import served_models
 
 from assertions import assert_same_masks
-from serve_helpers import LOGIT_MARGIN, SIZE, call, perturbed_weights, png_mask
+from serve_helpers import LOGIT_MARGIN, SIZE, call, chromium_page, needs_chromium, perturbed_weights, png_mask
 
 FRAMES = 4
 
@@ -89,3 +90,24 @@ def test_bad_track_requests_name_the_key(video_server, body, status, words):
     url, _, _ = video_server
     got, answer = call(f"{url}/api/video/track", body)
     assert got == status and words in answer["error"]
+
+
+@needs_chromium
+def test_the_page_tracks_from_a_prompted_frame_and_scrubs(video_server, tmp_path):
+    url, app, _ = video_server
+    ys, xs = np.nonzero(app.state.videos.get("val/0").masks[1, 0])
+    x, y = int(np.median(xs)), int(np.median(ys))
+    with chromium_page(url, tmp_path / "profile") as page:
+        page.locator("#scrub").fill("1")
+        page.wait_for_function("window.segfit.video.t === 1 && window.segfit.image.src.endsWith('t=1')")
+        page.locator('.panel[data-model="base"] canvas').click(position={"x": x + 0.5, "y": y + 0.5})
+        assert page.evaluate("[window.segfit.points, window.segfit.video.promptFrame]") == [[[x, y]], 1]
+        page.click("#track")
+        page.wait_for_function("document.body.dataset.busy === '0' && Object.keys(window.segfit.video.tracks).length === 2")
+        tracks = page.evaluate("Object.values(window.segfit.video.tracks).map(t => [t.start, t.layers.length, t.ious])")
+        assert [t[:2] for t in tracks] == [[1, FRAMES - 1]] * 2 and all(None not in t[2] for t in tracks)
+        page.locator("#scrub").fill(str(FRAMES - 1))
+        page.wait_for_function(f"window.segfit.image.src.endsWith('t={FRAMES - 1}')")
+        assert page.inner_text('.panel[data-model="fine-tuned"] figcaption').startswith("fine-tuned J ")
+        assert not page.evaluate("document.getElementById('status').classList.contains('error')")
+        page.screenshot(path=str(tmp_path / "video_page.png"))

@@ -5,7 +5,8 @@
 const COLORS = { base: [30, 144, 255], "fine-tuned": [255, 140, 0] };
 const DRAG_PIXELS = 5;  // a press that moves less than this (screen pixels) is a click, not a box
 
-const state = { info: null, imageId: null, image: null, points: [], labels: [], box: null, answers: {}, sent: 0 };
+const state = { info: null, imageId: null, image: null, points: [], labels: [], box: null, answers: {}, sent: 0,
+                video: null };
 window.segfit = state;
 const $ = (id) => document.getElementById(id);
 const panels = {};
@@ -24,12 +25,34 @@ function showStatus(text, isError = false) {
 
 async function loadInfo(selectId) {
   state.info = await api("/api/info");
-  const select = $("image-select");
-  select.replaceChildren(...state.info.images.map((e) => new Option(e.name, e.id)));
+  const group = (label, entries, kind) => {
+    const node = document.createElement("optgroup");
+    node.label = label;
+    node.append(...entries.map((e) => new Option(e.name, `${kind}:${e.id}`)));
+    return node;
+  };
+  const groups = [group("Images", state.info.images, "image")];
+  if (state.info.videos.length) groups.push(group("Videos", state.info.videos, "video"));
+  $("image-select").replaceChildren(...groups);
   if (!Object.keys(panels).length) state.info.models.forEach(addPanel);
-  const id = selectId || (state.info.images[0] || {}).id;
-  if (id) { select.value = id; await selectImage(id); }
+  const value = selectId ? `image:${selectId}` : $("image-select").value;
+  if (value) { $("image-select").value = value; await choose(value); }
   else showStatus("No images in the spec's data: upload one.");
+}
+
+// "image:<id>" or "video:<id>" from the picker.
+async function choose(value) {
+  const [kind, id] = [value.slice(0, 5), value.slice(6)];
+  $("video-controls").hidden = kind !== "video";
+  if (kind === "image") {
+    state.video = null;
+    return selectImage(id, `/api/image?id=${encodeURIComponent(id)}`);
+  }
+  const frames = state.info.videos.find((v) => v.id === id).frames;
+  state.video = { id, frames, t: 0, promptFrame: null, tracks: {} };
+  $("scrub").max = frames - 1;
+  $("scrub").value = 0;
+  await showFrame(0);
 }
 
 function addPanel(model) {
@@ -43,10 +66,15 @@ function addPanel(model) {
   panels[model.name] = { node, canvas, mask: null };
 }
 
-async function selectImage(id) {
+async function loadImage(src) {
   const image = new Image();
-  image.src = `/api/image?id=${encodeURIComponent(id)}`;
-  await image.decode().catch(() => { throw new Error(`image ${id} could not be loaded`); });
+  image.src = src;
+  await image.decode().catch(() => { throw new Error(`${src} could not be loaded`); });
+  return image;
+}
+
+async function selectImage(id, src) {
+  const image = await loadImage(src);
   Object.assign(state, { imageId: id, image, points: [], labels: [], box: null, answers: {} });
   for (const panel of Object.values(panels)) {
     panel.canvas.width = image.naturalWidth;
@@ -57,6 +85,27 @@ async function selectImage(id) {
   }
   $("coco").disabled = true;
   showStatus(`${image.naturalWidth}×${image.naturalHeight}: click the object.`);
+  redraw();
+}
+
+// A video frame: the tracked masks of that frame (if any) over it; the prompt stays on its own frame.
+async function showFrame(t) {
+  const video = state.video;
+  const frame = await loadImage(`/api/video/frame?id=${encodeURIComponent(video.id)}&t=${t}`);
+  if (video !== state.video) return;
+  video.t = t;
+  if (state.imageId !== `video:${video.id}`) {  // a new video: fresh canvases and prompt
+    await selectImage(`video:${video.id}`, frame.src);
+    showStatus("Prompt the object on any frame, then track it from there.");
+  }
+  state.image = frame;
+  $("frame-label").textContent = `frame ${t + 1} / ${video.frames}`;
+  for (const [model, panel] of Object.entries(panels)) {
+    const track = video.tracks[model];
+    panel.mask = track && track.layers[t - track.start] || null;
+    const iou = track && track.ious[t - track.start];
+    panel.node.querySelector(".figures").textContent = iou === undefined || iou === null ? "" : `J ${iou.toFixed(3)}`;
+  }
   redraw();
 }
 
@@ -75,6 +124,10 @@ function attachPointer(canvas) {
   canvas.addEventListener("pointerdown", (e) => { start = { xy: imageXY(canvas, e), x: e.clientX, y: e.clientY }; });
   canvas.addEventListener("pointerup", (e) => {
     if (!start || !state.image) return;
+    if (state.video && state.video.promptFrame !== state.video.t) {
+      Object.assign(state, { points: [], labels: [], box: null });
+      state.video.promptFrame = state.video.t;
+    }
     const moved = Math.hypot(e.clientX - start.x, e.clientY - start.y) >= DRAG_PIXELS;
     const xy = imageXY(canvas, e);
     if (moved) {
@@ -92,6 +145,7 @@ function attachPointer(canvas) {
 
 function promptChanged() {
   redraw();
+  if (state.video) return;  // a video's prompt is tracked on request
   if (!state.points.length && !state.box) {
     state.answers = {};
     for (const panel of Object.values(panels)) panel.mask = null;
@@ -126,40 +180,65 @@ async function predict() {
   }
 }
 
-// The mask PNG (0 / 255) becomes a coloured, half-transparent layer; the same PNG is the download.
-async function showAnswer(result) {
-  const panel = panels[result.model];
-  const png = new Image();
-  png.src = `data:image/png;base64,${result.mask_png}`;
-  await png.decode();
+// A mask PNG (0 / 255) as a coloured, half-transparent layer.
+async function maskLayer(b64, model) {
+  const png = await loadImage(`data:image/png;base64,${b64}`);
   const layer = new OffscreenCanvas(png.naturalWidth, png.naturalHeight);
   const ctx = layer.getContext("2d");
   ctx.drawImage(png, 0, 0);
   const pixels = ctx.getImageData(0, 0, layer.width, layer.height);
-  const [r, g, b] = COLORS[result.model] || [0, 200, 0];
-  for (let i = 0; i < pixels.data.length; i += 4) {
-    const on = pixels.data[i] > 127;
-    pixels.data.set([r, g, b, on ? 110 : 0], i);
-  }
+  const [r, g, b] = COLORS[model] || [0, 200, 0];
+  for (let i = 0; i < pixels.data.length; i += 4) pixels.data.set([r, g, b, pixels.data[i] > 127 ? 110 : 0], i);
   ctx.putImageData(pixels, 0, 0);
-  panel.mask = layer;
+  return layer;
+}
+
+// One model's answer: its mask over the image, its figures, and the same PNG as the download.
+async function showAnswer(result) {
+  const panel = panels[result.model];
+  panel.mask = await maskLayer(result.mask_png, result.model);
   state.answers[result.model] = result;
   const iou = result.iou === null ? "" : ` · IoU ${result.iou.toFixed(3)}`;
   panel.node.querySelector(".figures").textContent = `score ${result.score.toFixed(3)}${iou}`;
   const link = panel.node.querySelector(".download");
-  link.href = png.src;
+  link.href = `data:image/png;base64,${result.mask_png}`;
   link.download = `${state.imageId.replace(/\W+/g, "_")}_${result.model}.png`;
   link.hidden = false;
   redraw();
 }
 
+async function track() {
+  const video = state.video;
+  if (!state.points.length && !state.box) { showStatus("Prompt the object first (click or drag on a frame).", true); return; }
+  const frame = video.promptFrame;
+  const n = Math.min(video.frames - frame, state.info.limits.max_tracked_frames);
+  showStatus(`tracking frames ${frame + 1}–${frame + n}…`);
+  document.body.dataset.busy = "1";
+  try {
+    const { start, results } = await api("/api/video/track", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ video: video.id, frame, points: state.points, labels: state.labels, box: state.box }) });
+    for (const result of results) {
+      const layers = await Promise.all(result.masks_png.map((b64) => maskLayer(b64, result.model)));
+      video.tracks[result.model] = { start, layers, ious: result.ious };
+    }
+    showStatus(`tracked ${n} frames: ${results.map((r) => `${r.model} ${(r.ms / 1000).toFixed(1)} s`).join(", ")}; scrub to see them.`);
+    await showFrame(video.t);
+  } catch (err) {
+    showStatus(err.message, true);
+  } finally {
+    document.body.dataset.busy = "0";
+  }
+}
+
 function redraw() {
+  const showPrompt = !state.video || state.video.promptFrame === state.video.t;
   for (const panel of Object.values(panels)) {
     const ctx = panel.canvas.getContext("2d");
     if (!state.image) continue;
     ctx.drawImage(state.image, 0, 0);
     if (panel.mask) ctx.drawImage(panel.mask, 0, 0);
     const radius = Math.max(3, panel.canvas.width / 150);
+    if (!showPrompt) continue;
     state.points.forEach(([x, y], i) => {
       ctx.beginPath();
       ctx.arc(x, y, radius, 0, 2 * Math.PI);
@@ -211,7 +290,9 @@ async function upload(file) {
   }
 }
 
-$("image-select").addEventListener("change", (e) => selectImage(e.target.value).catch((err) => showStatus(err.message, true)));
+$("image-select").addEventListener("change", (e) => choose(e.target.value).catch((err) => showStatus(err.message, true)));
+$("scrub").addEventListener("input", (e) => showFrame(Number(e.target.value)).catch((err) => showStatus(err.message, true)));
+$("track").addEventListener("click", track);
 $("upload").addEventListener("change", (e) => { if (e.target.files[0]) upload(e.target.files[0]); e.target.value = ""; });
 $("undo").addEventListener("click", () => {
   if (state.points.length) { state.points.pop(); state.labels.pop(); } else state.box = null;
