@@ -5,7 +5,6 @@ import urllib.request
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 

@@ -59,7 +59,7 @@ def create_app(segmenter: Segmenter, catalog: ImageCatalog, videos: VideoCatalog
         return JSONResponse({"id": entry.id, "name": entry.name})
 
     async def predict(request: Request) -> JSONResponse:
-        record, prompt, answers = await _answers(request, segmenter, catalog)
+        *_, answers = await _answers(request, segmenter, catalog)
         return JSONResponse({"results": [_answer_json(a) for a in answers]})
 
     async def coco(request: Request) -> JSONResponse:
@@ -90,9 +90,7 @@ def create_app(segmenter: Segmenter, catalog: ImageCatalog, videos: VideoCatalog
         except PromptError as err:
             raise HTTPException(400, str(err)) from err
         return JSONResponse({"start": start, "results": [
-            {"model": t.model, "ious": t.ious, "ms": t.ms,
-             "masks_png": [base64.b64encode(png_bytes(m.astype(np.uint8) * 255)).decode("ascii") for m in t.masks]}
-            for t in tracks]})
+            {"model": t.model, "ious": t.ious, "ms": t.ms, "masks_png": [mask_png(m) for m in t.masks]} for t in tracks]})
 
     def index(request: Request) -> FileResponse:
         return FileResponse(STATIC / "index.html")
@@ -159,8 +157,12 @@ async def _answers(request: Request, segmenter: Segmenter,
 
 def _answer_json(answer: Answer) -> dict[str, Any]:
     return {"model": answer.model, "score": answer.score, "iou": answer.iou, "encode_ms": answer.encode_ms,
-            "decode_ms": answer.decode_ms, "area": int(answer.mask.sum()),
-            "mask_png": base64.b64encode(png_bytes(answer.mask.astype(np.uint8) * 255)).decode("ascii")}
+            "decode_ms": answer.decode_ms, "area": int(answer.mask.sum()), "mask_png": mask_png(answer.mask)}
+
+
+def mask_png(mask: np.ndarray) -> str:
+    """An H×W bool mask as a base64 PNG of 0 / 255: what the page draws and offers as the download."""
+    return base64.b64encode(png_bytes(mask.astype(np.uint8) * 255)).decode("ascii")
 
 
 def png_bytes(array: np.ndarray) -> bytes:
