@@ -65,6 +65,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_batched_step.py
 	$(BIN)/python benchmarks/bench_siamban.py
 	$(BIN)/python benchmarks/bench_distributed.py --threads 1
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_serve.py
 
 # on a CUDA machine: the GPU training table (docs/speed.md)
 bench-gpu: $(STAMP)
