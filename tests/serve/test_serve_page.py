@@ -85,3 +85,14 @@ def test_an_upload_past_the_limit_shows_the_message(page, tmp_path):
     page.set_input_files("#upload", str(wide))
     page.wait_for_function("document.getElementById('status').classList.contains('error')")
     assert "wide.png: the image is 600×10 pixels; at most 512 on a side" in page.inner_text("#status")
+
+
+def test_an_uploaded_image_is_shown_and_segmented_without_iou(page, tmp_path):
+    upload = tmp_path / "my photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(upload)
+    page.set_input_files("#upload", str(upload))
+    page.wait_for_function("window.segfit.imageId.startsWith('upload/') && window.segfit.image.naturalWidth === 80")
+    assert page.eval_on_selector("#image-select", "s => s.selectedOptions[0].text") == "upload: my photo.png"
+    page.locator('.panel[data-model="base"] canvas').click(position={"x": 20, "y": 20})
+    page.wait_for_function(ANSWERED.format(n=2))
+    assert "IoU" not in page.inner_text("#panels") and page.inner_text('.panel[data-model="base"] figcaption').startswith("base score ")
