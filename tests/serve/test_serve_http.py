@@ -148,3 +148,10 @@ def test_the_page_and_its_files_are_served(server):
         assert b'src="/static/app.js"' in response.read()
     with urllib.request.urlopen(f"{url}/static/app.js") as response:
         assert b"/api/predict" in response.read()
+
+
+def test_a_truncated_upload_is_refused(server):
+    url, _ = server
+    whole = png_upload(np.random.default_rng(1).integers(0, 256, (50, 50, 3), dtype=np.uint8))
+    status, answer = call(f"{url}/api/upload", whole[: len(whole) // 2], {})
+    assert status == 400 and "not a readable image" in answer["error"]

@@ -32,7 +32,7 @@ _saved_truncated_flag = False
 
 
 @contextmanager
-def _strict_pillow() -> Iterator[None]:
+def strict_pillow() -> Iterator[None]:
     """Pillow refuses truncated files while any strict decode runs, whatever another library set globally."""
     global _strict_users, _saved_truncated_flag
     with _strict_lock:
@@ -57,7 +57,7 @@ def _decoded(path: str | Path) -> Iterator[Image.Image]:
     if not path.is_file():
         raise DataError(str(path), "file not found")
     try:
-        with _strict_pillow():
+        with strict_pillow():
             with Image.open(path) as probe:
                 if probe.format == "PNG":
                     probe.verify()
@@ -79,10 +79,15 @@ def read_image(path: str | Path) -> np.ndarray:
     Pixels are returned as stored (EXIF orientation is not applied), so masks drawn on the stored pixels line up.
     """
     with _decoded(path) as image:
-        if image.mode in _SIXTEEN_BIT_MODES:
-            grey = np.clip(np.rint(np.asarray(image) / 257.0), 0, 255).astype(np.uint8)
-            return np.repeat(grey[:, :, None], 3, axis=2)
-        return np.asarray(image.convert("RGB")).copy()
+        return rgb_array(image)
+
+
+def rgb_array(image: Image.Image) -> np.ndarray:
+    """A decoded Pillow image as ``read_image`` returns it (``segfit serve`` decodes uploads the same way)."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        grey = np.clip(np.rint(np.asarray(image) / 257.0), 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    return np.asarray(image.convert("RGB")).copy()
 
 
 def read_index_map(path: str | Path, channels: list[str] | None) -> np.ndarray:

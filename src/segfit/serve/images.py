@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from segfit.data.formats import ImageReader, open_split
+from segfit.data.image_io import rgb_array, strict_pillow
 from segfit.data.records import ImageRecord
 
 UPLOAD_FORMATS = frozenset({"PNG", "JPEG", "BMP", "TIFF", "WEBP"})
@@ -59,7 +60,7 @@ def decode_upload(data: bytes, limits: Limits) -> np.ndarray:
     if len(data) > limits.max_bytes:
         raise UploadError(f"the file is {mib(len(data))}; uploads are limited to {mib(limits.max_bytes)}", status=413)
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with strict_pillow(), Image.open(io.BytesIO(data)) as image:  # strict: a truncated file is an error
             if image.format not in UPLOAD_FORMATS:
                 raise UploadError(f"{image.format} images are not accepted; send {', '.join(sorted(UPLOAD_FORMATS))}")
             width, height = image.size
@@ -67,10 +68,10 @@ def decode_upload(data: bytes, limits: Limits) -> np.ndarray:
                 raise UploadError(f"the image is {width}×{height} pixels; at most {limits.max_side} on a side is "
                                   "accepted (scale it down first)", status=413)
             image.load()
-            return np.asarray(image.convert("RGB")).copy()
+            return rgb_array(image)
+    except UploadError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        if isinstance(err, UploadError):
-            raise
         raise UploadError(f"not a readable image ({type(err).__name__}: {err})") from err
 
 
