@@ -100,6 +100,7 @@ def test_coco_json_holds_the_same_masks(server):
     ({"image": "val/0", "points": [[500, 2]], "labels": [1]}, 400, "points[0]: (500, 2) is outside the 160×120"),
     ({"image": "val/0", "box": [50, 10, 20, 30]}, 400, "box:"),
     ({"image": "val/0"}, 400, "no prompt"),
+    ({"image": "val/0", "points": [[1, 2]] * 65, "labels": [1] * 65}, 400, "points: 65 clicks; at most 64"),
     ({"image": "../../etc/passwd", "points": [[1, 2]], "labels": [1]}, 404, "no image with id '../../etc/passwd'"),
     ({"image": "val/7", "points": [[1, 2]], "labels": [1]}, 404, "no image with id 'val/7'"),
 ])
@@ -123,10 +124,18 @@ def test_uploads_are_segmented_without_ground_truth_and_their_names_never_become
     assert png_mask(answer["results"][0]["mask_png"]).shape == (90, 70)
 
 
+def test_a_prompt_must_be_small_json(server):
+    url, _ = server
+    status, answer = call(f"{url}/api/predict", b"{not json", {})
+    assert status == 400 and answer["error"].startswith("body: not valid JSON")
+    status, answer = call(f"{url}/api/predict", b" " * 70_000, {})
+    assert status == 413 and "larger than the 0.0625 MiB allowed" in answer["error"]
+
+
 def test_uploads_past_the_limits_are_refused_with_the_limit(server):
     url, _ = server  # conftest.LIMITS: 200 000 bytes, 512 pixels a side
     status, answer = call(f"{url}/api/upload", b"\0" * 300_000, {})
-    assert status == 413 and "larger than the 0.191 MiB uploads are limited to" in answer["error"]
+    assert status == 413 and "the request is larger than the 0.191 MiB allowed here" in answer["error"]
     wide = png_upload(np.zeros((10, 600, 3), np.uint8))
     status, answer = call(f"{url}/api/upload", wide, {})
     assert status == 413 and "600×10 pixels; at most 512 on a side" in answer["error"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from pathlib import Path, PurePath
 from typing import Any
 from urllib.parse import unquote
@@ -30,6 +31,9 @@ from segfit.serve.session import Answer, Segmenter
 from segfit.serve.videos import MAX_PROPAGATED_FRAMES, VideoCatalog, track
 
 STATIC = Path(__file__).parent / "static"
+
+MAX_PROMPT_BYTES = 64 * 2**10
+"""A prompt's JSON (64 clicks take about 2 KiB)."""
 
 
 def create_app(segmenter: Segmenter, catalog: ImageCatalog, videos: VideoCatalog | None = None) -> Starlette:
@@ -77,12 +81,12 @@ def create_app(segmenter: Segmenter, catalog: ImageCatalog, videos: VideoCatalog
 
     async def video_track(request: Request) -> JSONResponse:
         try:
-            body = await request.json()
+            body = await _json_body(request)
             prompt = Prompt.parse(body, id_key="video")
             start = body.get("frame", 0)
             if not isinstance(start, int) or isinstance(start, bool):
                 raise PromptError(f"frame: expected a frame number, got {start!r:.40}")
-        except ValueError as err:
+        except PromptError as err:
             raise HTTPException(400, str(err)) from err
         video = await run_in_threadpool(_video, videos, prompt.image)
         try:
@@ -128,9 +132,16 @@ def _video(videos: VideoCatalog, id: str) -> VideoRecord:
         raise HTTPException(422, str(err)) from err
 
 
+async def _json_body(request: Request) -> Any:
+    try:
+        return json.loads(await _read_limited(request, MAX_PROMPT_BYTES))
+    except ValueError as err:
+        raise PromptError(f"body: not valid JSON ({err})") from err
+
+
 async def _read_limited(request: Request, max_bytes: int) -> bytes:
     """The body, refused as soon as it passes ``max_bytes`` (declared or sent) instead of after reading it all."""
-    too_large = HTTPException(413, f"the file is larger than the {mib(max_bytes)} uploads are limited to")
+    too_large = HTTPException(413, f"the request is larger than the {mib(max_bytes)} allowed here")
     if int(request.headers.get("content-length") or 0) > max_bytes:
         raise too_large
     chunks, size = [], 0
@@ -145,8 +156,8 @@ async def _read_limited(request: Request, max_bytes: int) -> bytes:
 async def _answers(request: Request, segmenter: Segmenter,
                    catalog: ImageCatalog) -> tuple[ImageRecord, Prompt, list[Answer]]:
     try:
-        prompt = Prompt.parse(await request.json())
-    except ValueError as err:  # PromptError, or JSON that does not parse
+        prompt = Prompt.parse(await _json_body(request))
+    except PromptError as err:
         raise HTTPException(400, str(err)) from err
     record = await run_in_threadpool(_record, catalog, prompt.image)
     try:

@@ -9,6 +9,10 @@ from typing import Any
 import numpy as np
 
 
+MAX_POINTS = 64
+"""Clicks per prompt: far more than anyone clicks, few enough that a script cannot stall the decoder."""
+
+
 class PromptError(ValueError):
     """A request the server refuses, with the key at fault in the message."""
 
@@ -35,6 +39,8 @@ class Prompt:
         box = body.get("box")
         if not isinstance(points, list) or not all(_numbers(p, 2) for p in points):
             raise PromptError(f"points: expected [[x, y], ...], got {points!r:.80}")
+        if len(points) > MAX_POINTS:
+            raise PromptError(f"points: {len(points)} clicks; at most {MAX_POINTS} per prompt")
         if not isinstance(labels, list) or len(labels) != len(points) or any(v not in (0, 1) for v in labels):
             raise PromptError(f"labels: expected one 1 (positive) or 0 (negative) per point, got {labels!r:.80}")
         if box is not None and not (_numbers(box, 4) and box[0] < box[2] and box[1] < box[3]):
