@@ -19,10 +19,12 @@ from PIL import Image, UnidentifiedImageError
 from segfit.data.formats import ImageReader, open_split
 from segfit.data.image_io import rgb_array, strict_pillow
 from segfit.data.records import ImageRecord
+from segfit.spec.schema import DataSpec
 
 UPLOAD_FORMATS = frozenset({"PNG", "JPEG", "BMP", "TIFF", "WEBP"})
 
 RECENT_RECORDS = 4
+"""Dataset images kept decoded: every click on an image needs its ground truth again."""
 
 
 @dataclass(frozen=True)
@@ -84,11 +86,10 @@ class ImageCatalog:
         self._uploads: OrderedDict[str, tuple[str, ImageRecord]] = OrderedDict()
         self._next_upload = 0
         self._recent: OrderedDict[str, ImageRecord] = OrderedDict()
-        """Dataset records read last: every click needs the image's ground truth again."""
         self._lock = threading.Lock()
 
     @classmethod
-    def from_spec(cls, data: object, min_object_area: int, limits: Limits = Limits()) -> ImageCatalog:
+    def from_spec(cls, data: DataSpec, min_object_area: int, limits: Limits = Limits()) -> ImageCatalog:
         """``data.val``, ``data.test`` and ``data.train`` (image formats; the others are left out)."""
         splits = {}
         for name in ("val", "test", "train"):

@@ -20,6 +20,7 @@ from segfit.models.sam2.video import FramePrompts
 from segfit.models.sam2.video_inference import track_video
 from segfit.serve.prompts import Prompt, PromptError, target_object
 from segfit.serve.session import ServedModel
+from segfit.spec.schema import DataSpec
 
 MAX_PROPAGATED_FRAMES = 100
 """Frames tracked per request (from the prompted one): on a CPU each costs an image encoding."""
@@ -46,7 +47,7 @@ class VideoCatalog:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_spec(cls, data: object) -> VideoCatalog:
+    def from_spec(cls, data: DataSpec) -> VideoCatalog:
         splits = {}
         for name in ("val", "test", "train"):
             split = getattr(data, name)
