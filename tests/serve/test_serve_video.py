@@ -99,7 +99,7 @@ def test_the_page_tracks_from_a_prompted_frame_and_scrubs(video_server, tmp_path
     x, y = int(np.median(xs)), int(np.median(ys))
     with chromium_page(url, tmp_path / "profile") as page:
         page.locator("#scrub").fill("1")
-        page.wait_for_function("window.segfit.video.t === 1 && window.segfit.image.src.endsWith('t=1')")
+        page.wait_for_function("window.segfit.video.t === 1")
         page.locator('.panel[data-model="base"] canvas').click(position={"x": x + 0.5, "y": y + 0.5})
         assert page.evaluate("[window.segfit.points, window.segfit.video.promptFrame]") == [[[x, y]], 1]
         page.click("#track")
@@ -107,7 +107,7 @@ def test_the_page_tracks_from_a_prompted_frame_and_scrubs(video_server, tmp_path
         tracks = page.evaluate("Object.values(window.segfit.video.tracks).map(t => [t.start, t.layers.length, t.ious])")
         assert [t[:2] for t in tracks] == [[1, FRAMES - 1]] * 2 and all(None not in t[2] for t in tracks)
         page.locator("#scrub").fill(str(FRAMES - 1))
-        page.wait_for_function(f"window.segfit.image.src.endsWith('t={FRAMES - 1}')")
+        page.wait_for_function(f"window.segfit.video.t === {FRAMES - 1}")
         assert page.inner_text('.panel[data-model="fine-tuned"] figcaption').startswith("fine-tuned J ")
         assert not page.evaluate("document.getElementById('status').classList.contains('error')")
         page.screenshot(path=str(tmp_path / "video_page.png"))

@@ -46,7 +46,7 @@ async function choose(value) {
   $("video-controls").hidden = kind !== "video";
   if (kind === "image") {
     state.video = null;
-    return selectImage(id, `/api/image?id=${encodeURIComponent(id)}`);
+    return selectImage(id, await loadImage(`/api/image?id=${encodeURIComponent(id)}`));
   }
   const frames = state.info.videos.find((v) => v.id === id).frames;
   state.video = { id, frames, t: 0, promptFrame: null, tracks: {} };
@@ -66,15 +66,24 @@ function addPanel(model) {
   panels[model.name] = { node, canvas, mask: null };
 }
 
+// An image from the server (its error message when it has none) or a data: URL, decoded.
 async function loadImage(src) {
   const image = new Image();
-  image.src = src;
-  await image.decode().catch(() => { throw new Error(`${src} could not be loaded`); });
+  if (src.startsWith("data:")) image.src = src;
+  else {
+    const response = await fetch(src);
+    if (!response.ok) throw new Error((await response.json().catch(() => ({}))).error || `HTTP ${response.status}`);
+    image.src = URL.createObjectURL(await response.blob());
+  }
+  try {
+    await image.decode();
+  } finally {
+    if (!src.startsWith("data:")) URL.revokeObjectURL(image.src);  // decoded: the pixels stay with the image
+  }
   return image;
 }
 
-async function selectImage(id, src) {
-  const image = await loadImage(src);
+function selectImage(id, image) {
   Object.assign(state, { imageId: id, image, points: [], labels: [], box: null, answers: {} });
   for (const panel of Object.values(panels)) {
     panel.canvas.width = image.naturalWidth;
@@ -95,7 +104,7 @@ async function showFrame(t) {
   if (video !== state.video) return;
   video.t = t;
   if (state.imageId !== `video:${video.id}`) {  // a new video: fresh canvases and prompt
-    await selectImage(`video:${video.id}`, frame.src);
+    selectImage(`video:${video.id}`, frame);
     showStatus("Prompt the object on any frame, then track it from there.");
   }
   state.image = frame;
