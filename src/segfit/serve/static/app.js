@@ -49,7 +49,7 @@ async function choose(value) {
     return selectImage(id, await loadImage(`/api/image?id=${encodeURIComponent(id)}`));
   }
   const frames = state.info.videos.find((v) => v.id === id).frames;
-  state.video = { id, frames, t: 0, promptFrame: null, tracks: {} };
+  state.video = { id, frames, t: 0, promptFrame: null, tracks: {}, asked: 0 };
   $("scrub").max = frames - 1;
   $("scrub").value = 0;
   await showFrame(0);
@@ -100,8 +100,9 @@ function selectImage(id, image) {
 // A video frame: the tracked masks of that frame (if any) over it; the prompt stays on its own frame.
 async function showFrame(t) {
   const video = state.video;
+  const asked = ++video.asked;
   const frame = await loadImage(`/api/video/frame?id=${encodeURIComponent(video.id)}&t=${t}`);
-  if (video !== state.video) return;
+  if (video !== state.video || asked !== video.asked) return;  // another video or frame was asked for since
   video.t = t;
   if (state.imageId !== `video:${video.id}`) {  // a new video: fresh canvases and prompt
     selectImage(`video:${video.id}`, frame);
