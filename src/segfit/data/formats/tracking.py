@@ -125,7 +125,8 @@ def _pysot(split: TrackingSplitSpec) -> dict[str, Loader]:
             files = [str(root / video / f"{int(k):06d}.{track}.x.jpg") for k in keys]
             name = f"{video}/{track}"
             sequences[name] = partial(TrackSequence, name=name, source=str(root / video), frames=files,
-                                      boxes=boxes, visible=np.ones(len(keys), bool), cropped=True)
+                                      boxes=boxes, visible=np.ones(len(keys), bool), cropped=True,
+                                      video=video)
     return sequences
 
 
