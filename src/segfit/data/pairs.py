@@ -3,8 +3,8 @@
 Sampling (as the SiamBAN reference): the epoch's videos are every dataset's ``num_use`` picks; a positive pair
 takes a random track of the video, a random usable frame of it as template and a usable frame at most
 ``frame_range`` usable frames away as search; with probability ``neg`` the search frame is instead a random frame of
-a random track of a random video of a uniformly drawn dataset (a distractor). Every draw comes from the sample's seed (the engine's ``(index, seed)``
-items), so a resumed run redraws the same pairs.
+a random track of a random video of a uniformly drawn dataset (a distractor). Every draw comes from the sample's
+seed (the engine's ``(index, seed)`` items), so a resumed run redraws the same pairs.
 
 Crops are cut straight from the frame (no crop511 pass is needed; pysot's crop511 frames work too): the frame is
 seen through a canonical 511 × 511 view centred on the target, in which the template region is 127 pixels wide,
