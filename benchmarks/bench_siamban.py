@@ -7,7 +7,9 @@ Random weights (speed does not depend on them); BatchNorm statistics are first s
 random ResNet-50 keeps finite outputs in eval mode. Tracking runs on a synthetic 240×320 sequence; the two back ends
 alternate (so load from other processes hits both alike) and each reports the median of ``--runs`` whole-sequence
 runs after one warm-up. The training step is the recipe's ``training_step`` + backward + SGD step on pairs sampled
-beforehand (data loading is not timed); the median of ``--steps`` after one warm-up. Prints one JSON line.
+beforehand (data loading is not timed); the median of ``--steps`` after one warm-up. Each is measured in wall
+seconds and in the process's CPU seconds (``*_cpu_s``, all its threads, ONNX Runtime's included): what the work
+costs whatever else the machine runs, the figure to compare on a shared machine. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -51,17 +54,32 @@ def calibrated_model(device: torch.device, video: np.ndarray) -> SiamBAN:
     return model.eval()
 
 
+def with_cpu_time(fn: Callable[[], object], cpu: list[float]) -> Callable[[], None]:
+    """``fn``, appending the process CPU seconds of each call to ``cpu``."""
+    def timed() -> None:
+        started = time.process_time()
+        fn()
+        cpu.append(time.process_time() - started)
+    return timed
+
+
 def tracking_fps(model: SiamBAN, video: np.ndarray, boxes: np.ndarray, runs: int) -> dict[str, float]:
     frames = len(video)
+    cpu: tuple[list[float], list[float]] = ([], [])
     with tempfile.TemporaryDirectory() as tmp:
         export_onnx(model, Path(tmp), 127, 255)
         spec = SiambanTrackerSpec()
         trackers = [Tracker(*torch_functions(model), spec), Tracker(*onnx_functions(Path(tmp)), spec)]
-        torch_s, onnx_s = median_latencies(*(lambda t=t: track_sequence(t, video, boxes[0]) for t in trackers), runs)
-    return {"torch_fps": frames / torch_s, "onnx_fps": frames / onnx_s, "onnx_speedup": torch_s / onnx_s}
+        torch_s, onnx_s = median_latencies(*(with_cpu_time(lambda t=t: track_sequence(t, video, boxes[0]), times)
+                                             for t, times in zip(trackers, cpu)), runs)
+    torch_cpu, onnx_cpu = (statistics.median(times[1:]) / frames for times in cpu)  # [0]: the warm-up
+    return {"torch_fps": frames / torch_s, "onnx_fps": frames / onnx_s, "onnx_speedup": torch_s / onnx_s,
+            "torch_cpu_s_per_frame": torch_cpu, "onnx_cpu_s_per_frame": onnx_cpu,
+            "onnx_speedup_cpu": torch_cpu / onnx_cpu}
 
 
-def step_seconds(device: torch.device, batch: int, steps: int, unfrozen: bool) -> float:
+def step_seconds(device: torch.device, batch: int, steps: int, unfrozen: bool) -> dict[str, float]:
+    """Median wall and process CPU seconds of a training step after one warm-up step."""
     with tempfile.TemporaryDirectory() as tmp:
         data = write_synthetic_tracking(Path(tmp), num_train=4, num_val=0, size=(240, 320), num_frames=8)
         spec = load_spec(None, ["model.name=siamban", f"data.batch_size={batch}",
@@ -74,17 +92,18 @@ def step_seconds(device: torch.device, batch: int, steps: int, unfrozen: bool) -
                    for k in range(steps + 1)]
     model = recipe.build_model().to(device).train()
     optimizer = build_optimizer(recipe.param_groups(model), spec.train.optim)
-    times = []
+    wall, cpu = [], []
     for batch_data in batches:
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         terms = recipe.training_step(model, {k: v.to(device) for k, v in batch_data.items()})
         terms["loss"].backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times[1:])
+        wall.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - started_cpu)
+    return {"step_s": statistics.median(wall[1:]), "step_cpu_s": statistics.median(cpu[1:])}
 
 
 def main() -> None:
@@ -101,8 +120,9 @@ def main() -> None:
     result = {"device": str(device), "threads": torch.get_num_threads(),
               **tracking_fps(calibrated_model(device, video), video, boxes, args.runs)}
     for unfrozen in (False, True):
-        key = "step_s_backbone_training" if unfrozen else "step_s_backbone_frozen"
-        result[key] = step_seconds(device, args.batch, args.steps, unfrozen)
+        backbone = "backbone_training" if unfrozen else "backbone_frozen"
+        result.update({f"{key}_{backbone}": value
+                       for key, value in step_seconds(device, args.batch, args.steps, unfrozen).items()})
     print(json.dumps({"benchmark": "siamban", "batch": args.batch, **result}))
 
 

@@ -31,7 +31,7 @@ def test_every_kth_frame_named_by_number(tmp_path):
     _video(tmp_path / "videos/sav_000/sav_000001.mp4", 9)
     _video(tmp_path / "videos/sav_001/sav_000002.mp4", 5)
     report = extract_frames(tmp_path / "videos", tmp_path / "frames", every=4, workers=2)
-    assert report.extracted == {str(tmp_path / "videos/sav_000/sav_000001.mp4"): 3,
+    assert report.done == {str(tmp_path / "videos/sav_000/sav_000001.mp4"): 3,
                                 str(tmp_path / "videos/sav_001/sav_000002.mp4"): 2} and not report.failed
     assert sorted(p.name for p in (tmp_path / "frames/sav_000001").iterdir()) == ["00000.jpg", "00004.jpg", "00008.jpg"]
     frame = np.asarray(Image.open(tmp_path / "frames/sav_000001/00004.jpg")).astype(int)
@@ -53,7 +53,7 @@ def test_resumes_and_reports_bad_videos(tmp_path, capsys):
         path.unlink()
     (out / "b").rename(out / "b.partial")  # as an interrupted run leaves it
     report = extract_frames(tmp_path / "videos", out)
-    assert report.skipped == [str(tmp_path / "videos/a.mp4")] and list(report.extracted) == [str(tmp_path / "videos/b.mp4")]
+    assert report.skipped == [str(tmp_path / "videos/a.mp4")] and list(report.done) == [str(tmp_path / "videos/b.mp4")]
     assert len(list((out / "b").iterdir())) == 3 and not (out / "b.partial").exists()
     assert main(["data", "extract-frames", str(tmp_path / "videos/a.mp4"), "--out", str(out)]) == 0
     assert "0 video(s) extracted (0 frames), 1 already done, 0 failed" in capsys.readouterr().out

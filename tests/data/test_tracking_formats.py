@@ -67,6 +67,18 @@ def test_missing_folders_and_bad_boxes_are_data_errors(tmp_path):
         open_tracking_split(TrackingSplitSpec(images=str(tmp_path)))
 
 
+@pytest.mark.parametrize(("anno", "problem"), [([["a", 1]], "expected {video: {track: {frame: box}}}"),
+                                               ({"v": {"00": [1, 2]}}, "expected {video"),
+                                               ({"v": {"00": {"000000": ["1", 2, 3, 4]}}}, "not a list of numbers"),
+                                               ({"v": {"00": {"000000": [1, 2, 3]}}}, "neither")])
+def test_a_malformed_train_json_is_a_data_error_naming_it(tmp_path, anno, problem):
+    (tmp_path / "train.json").write_text(json.dumps(anno))
+    split = TrackingSplitSpec(format="pysot", images=str(tmp_path), annotations=str(tmp_path / "train.json"))
+    with pytest.raises(DataError, match="train.json") as err:
+        open_tracking_split(split)
+    assert problem in err.value.problem
+
+
 def test_check_names_every_bad_sequence(tmp_path):
     cases = {"good": "1,2,10,12\n3,4,10,12\n", "nan": "1,2,10,12\nnan,nan,nan,nan\n",
              "negative": "1,2,-3,12\n3,4,10,12\n", "outside": "45,2,10,12\n3,4,10,12\n", "short": "1,2,10,12\n" * 3}

@@ -132,3 +132,23 @@ def test_state_counts_consumed_batches_not_prefetched_ones():
     restored.load_state_dict(sampler.state_dict())
     first = next(iter(DataLoader(data, batch_sampler=restored)))
     assert [list(map(int, x)) for x in first] == [list(map(int, x)) for x in upcoming]
+
+
+class Halves(Echo):
+    """Mixes two datasets in its batches: even indices are ``even``'s, odd ones ``odd``'s."""
+
+    def source_name(self, key: tuple[int, int]) -> str:
+        return ("even", "odd")[key[0] % 2]
+
+
+def test_names_count_every_process_sample_by_the_dataset_it_names():
+    data = MixedDataset([Source("pairs", Halves(12), 3)])
+    assert data.named and not mixed((4, 1, 1.0)).named and mixed((4, 1, 1.0), (4, 1, 1.0)).named
+    samplers = [MixedBatchSampler(data, 4, rank, 2) for rank in (0, 1)]
+    for batches in zip(*(take(s, 4) for s in samplers)):
+        names = samplers[0].next_names()
+        assert names == samplers[1].next_names()  # every process counts the global batch alike
+        assert names == [("even", "odd")[index % 2] for batch in batches for _, index, _ in batch]
+        for sampler in samplers:
+            sampler.advance()
+    assert MixedBatchSampler(mixed((4, 2, 1.0)), 0, 0, 2).next_names() == ["a"] * 4

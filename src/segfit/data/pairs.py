@@ -1,10 +1,10 @@
 """Template/search pairs for Siamese trackers: which frames make a pair, and the two augmented crops.
 
-Sampling (as the SiamBAN reference): the epoch's sequences are every dataset's ``num_use`` picks; a positive pair
-takes a random usable frame of the sequence as template and a usable frame at most ``frame_range`` usable frames
-away as search; with probability ``neg`` the search frame is instead a random frame of a random sequence of a
-uniformly drawn dataset (a distractor). Every draw comes from the sample's seed (the engine's ``(index, seed)``
-items), so a resumed run redraws the same pairs.
+Sampling (as the SiamBAN reference): the epoch's videos are every dataset's ``num_use`` picks; a positive pair
+takes a random track of the video, a random usable frame of it as template and a usable frame at most
+``frame_range`` usable frames away as search; with probability ``neg`` the search frame is instead a random frame of
+a random track of a random video of a uniformly drawn dataset (a distractor). Every draw comes from the sample's
+seed (the engine's ``(index, seed)`` items), so a resumed run redraws the same pairs.
 
 Crops are cut straight from the frame (no crop511 pass is needed; pysot's crop511 frames work too): the frame is
 seen through a canonical 511 × 511 view centred on the target, in which the template region is 127 pixels wide,
@@ -42,44 +42,82 @@ class PairChoice:
 
 
 class PairPool:
-    """The training datasets' sequences and the epoch's picks of them."""
+    """The training datasets' videos (each a list of tracks: sequences of one video) and the epoch's picks of them.
 
-    def __init__(self, datasets: list[list[TrackSequence]], num_use: list[int], frame_range: list[int],
-                 videos_per_epoch: int = 0):
-        self.datasets = [[s for s in sequences if len(s.usable)] for sequences in datasets]
-        self.frame_range = frame_range
-        self.picks: list[tuple[int, int]] = []
-        for d, (sequences, use) in enumerate(zip(self.datasets, num_use)):
-            if not sequences:
-                raise DataError(f"training dataset {d}", "no sequence with a usable box")
-            self.picks += [(d, s % len(sequences)) for s in range(len(sequences) if use == -1 else use)]
-        self.length = videos_per_epoch or len(self.picks)
+    As the reference: ``num_use`` picks per dataset go through its videos in shuffled cycles (the last cycle a random
+    share); a pair takes a random track of the picked video. The picks of all datasets are shuffled together once
+    from ``seed``; an epoch's item ``i`` is pick ``i`` (cycling), or a random pick when an epoch holds fewer items
+    than there are picks (so each epoch sees another share, as the reference's list reshuffled per epoch).
+    """
+
+    def __init__(self, datasets: list[list[TrackSequence]], train: TrackingTrainDataSpec, seed: int = 0):
+        self.names = train.names()
+        self.sequences = [[s for s in sequences if len(s.usable)] for sequences in datasets]
+        self.videos = [_videos(sequences) for sequences in self.sequences]
+        """Per dataset, per video: the positions of its tracks in ``sequences``."""
+        self.frame_range = [split.frame_range for split in train.datasets]
+        rng = np.random.default_rng(seed)
+        picks = []
+        for d, (videos, split) in enumerate(zip(self.videos, train.datasets)):
+            if not videos:
+                raise DataError(f"data.train.datasets[{d}] ({self.names[d]}, {split.images})",
+                                "no sequence with a usable box")
+            use = len(videos) if split.num_use == -1 else split.num_use
+            cycles, rest = divmod(use, len(videos))
+            chosen = np.concatenate([np.tile(np.arange(len(videos)), cycles), rng.permutation(len(videos))[:rest]])
+            picks += [(d, int(v)) for v in chosen]
+        self.picks = [picks[i] for i in rng.permutation(len(picks))]
+        self.length = train.videos_per_epoch or len(self.picks)
 
     def __len__(self) -> int:
         return self.length
 
     def counts(self) -> list[dict[str, int]]:
-        """Per dataset: its usable sequences and its picks per epoch (what ``segfit train`` prints)."""
-        picked = np.bincount([d for d, _ in self.picks], minlength=len(self.datasets))
-        return [{"sequences": len(s), "picks": int(p)} for s, p in zip(self.datasets, picked)]
+        """Per dataset: its usable sequences, their videos and its picks per epoch (``segfit train`` prints them)."""
+        picked = np.bincount([d for d, _ in self.picks], minlength=len(self.videos))
+        return [{"sequences": len(s), "videos": len(v), "picks": int(p)}
+                for s, v, p in zip(self.sequences, self.videos, picked)]
+
+    def pick(self, index: int, seed: int) -> tuple[int, int]:
+        """The (dataset, video) of the epoch's item ``index`` drawn with ``seed``."""
+        if self.length < len(self.picks):
+            return self.picks[int(np.random.default_rng([seed, 3]).integers(len(self.picks)))]
+        return self.picks[index % len(self.picks)]
+
+    def source_name(self, key: tuple[int, int]) -> str:
+        """The name of the dataset item ``(index, seed)`` comes from (the engine counts pairs per dataset by it)."""
+        return self.names[self.pick(*key)[0]]
 
     def choose(self, index: int, seed: int, neg: float, gray: float) -> PairChoice:
         rng = np.random.default_rng(seed)
-        d, s = self.picks[index % len(self.picks)]
-        usable = self.datasets[d][s].usable
+        d, v = self.pick(index, seed)
+        s = self._track(d, v, rng)
+        usable = self.sequences[d][s].usable
         t = int(rng.integers(len(usable)))
         window = usable[max(t - self.frame_range[d], 0): t + self.frame_range[d] + 1]
         search = (d, s, int(rng.choice(window)))
         negative = bool(rng.random() < neg)
-        if negative:
-            other = int(rng.integers(len(self.datasets)))
-            sequence = int(rng.integers(len(self.datasets[other])))
-            search = (other, sequence, int(rng.choice(self.datasets[other][sequence].usable)))
+        if negative:  # a random target of a uniformly drawn dataset: random video, track, frame
+            other = int(rng.integers(len(self.videos)))
+            sequence = self._track(other, int(rng.integers(len(self.videos[other]))), rng)
+            search = (other, sequence, int(rng.choice(self.sequences[other][sequence].usable)))
         return PairChoice(template=(d, s, int(usable[t])), search=search, negative=negative,
                           gray=bool(rng.random() < gray))
 
+    def _track(self, dataset: int, video: int, rng: np.random.Generator) -> int:
+        tracks = self.videos[dataset][video]
+        return tracks[int(rng.integers(len(tracks)))]
+
     def sequence(self, key: tuple[int, int, int]) -> TrackSequence:
-        return self.datasets[key[0]][key[1]]
+        return self.sequences[key[0]][key[1]]
+
+
+def _videos(sequences: list[TrackSequence]) -> list[list[int]]:
+    """Positions of the sequences grouped by video, in order of first appearance."""
+    videos: dict[str, list[int]] = {}
+    for position, sequence in enumerate(sequences):
+        videos.setdefault(sequence.video, []).append(position)
+    return list(videos.values())
 
 
 @dataclass

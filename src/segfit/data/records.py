@@ -206,8 +206,12 @@ class TrackSequence:
     visible: np.ndarray
     """T bool: the target is visible in the frame and its box is usable (finite, positive size)."""
     cropped: bool = False
+    video: str = ""
+    """The video the sequence follows a target through; empty: its own ``name``. Sequences of one video (pysot's
+    tracks) count as one video when pairs are drawn."""
 
     def __post_init__(self) -> None:
+        self.video = self.video or self.name
         self.frames = tuple(self.frames)
         self.boxes = np.asarray(self.boxes, np.float64).reshape(-1, 4)
         self.visible = np.asarray(self.visible, bool)

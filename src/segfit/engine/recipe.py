@@ -70,7 +70,13 @@ class Recipe(Protocol):
         Metrics are floats; counts (images, objects, skipped samples) are ints, logged but not plotted."""
         ...
 
-    # Optional (the engine calls it when a recipe has it):
+    # Optional (the engine calls them when a recipe has them):
+    # def initial_weights(self, model: nn.Module) -> None:
+    #     """Load what a run starting from scratch begins with besides ``model.checkpoint`` (SiamBAN's ImageNet
+    #     backbone file). Called only for a fresh start: a resume, evaluation, inference and export take every weight
+    #     from checkpoints, so such a file may be gone by then. Only for a model not built from ``model.checkpoint``
+    #     (its checkpoints hold only what trains, the rest rebuilt from that file alone)."""
+    #
     # def before_step(self, model: nn.Module, step: int) -> bool:
     #     """Called before optimizer step ``step`` (0-based; also right after a resume): set what trains at this step
     #     (a function of ``step`` alone, so a resumed run matches); True when the trainable parameters changed."""

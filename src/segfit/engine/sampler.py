@@ -26,7 +26,10 @@ def mix_seed(*keys: int) -> int:
 class Source:
     """One training dataset: its items take ``(index, sample_seed)``; its batches hold ``batch_size`` of them per
     process. ``repeat_factor`` r shows each sample r times per epoch on average (⌊r⌋ times, once more with
-    probability r − ⌊r⌋, drawn afresh every epoch: Detectron2's repeat factors)."""
+    probability r − ⌊r⌋, drawn afresh every epoch: Detectron2's repeat factors).
+
+    A dataset that mixes several datasets within its batches (SiamBAN's pairs) may name each item's dataset,
+    ``source_name((index, sample_seed)) -> str``: the log then counts samples by those names instead of ``name``."""
 
     name: str
     dataset: Dataset
@@ -51,6 +54,12 @@ class MixedDataset(Dataset):
 
     def __len__(self) -> int:
         return sum(len(s.dataset) for s in self.sources)  # type: ignore[arg-type]
+
+    @property
+    def named(self) -> bool:
+        """Whether samples come from several named datasets (sources, or a source naming its items' datasets):
+        then the log counts ``samples/<name>``."""
+        return len(self.sources) > 1 or any(hasattr(s.dataset, "source_name") for s in self.sources)
 
     def __getitem__(self, key: tuple[int, int, int]) -> Any:
         source, index, seed = key
@@ -128,15 +137,28 @@ class MixedBatchSampler(Sampler[list[tuple[int, int, int]]]):
             epoch, batch = epoch + 1, 0
 
     def _batch(self, epoch: int, plan: _Epoch, position: int) -> list[tuple[int, int, int]]:
+        size = self.sources[plan.sources[position]].batch_size
+        return self._items(epoch, plan, position, self.rank * size, size)
+
+    def _items(self, epoch: int, plan: _Epoch, position: int, first: int, count: int) -> list[tuple[int, int, int]]:
+        """Items ``first`` to ``first + count`` of global batch ``position`` (rank r's slice starts at r × size)."""
         source = plan.sources[position]
-        size = self.sources[source].batch_size
-        first = plan.starts[position] + self.rank * size
-        order = plan.orders[source]
-        return [(source, order[p], mix_seed(self.seed, epoch, source, p)) for p in range(first, first + size)]
+        order, start = plan.orders[source], plan.starts[position] + first
+        return [(source, order[p], mix_seed(self.seed, epoch, source, p)) for p in range(start, start + count)]
 
     def next_source(self) -> Source:
         """The source of the next batch the trainer will consume."""
         return self.sources[self.plan(self.epoch).sources[self.batch]]
+
+    def next_names(self) -> list[str]:
+        """The dataset name of each sample of the next global batch (every process's): its source's ``name``, or
+        the name the source's dataset gives the item (``source_name``)."""
+        source = self.next_source()
+        count = source.batch_size * self.world_size
+        name_of = getattr(source.dataset, "source_name", None)
+        if name_of is None:
+            return [source.name] * count
+        return [name_of(item[1:]) for item in self._items(self.epoch, self.plan(self.epoch), self.batch, 0, count)]
 
     def advance(self, num_batches: int = 1) -> None:
         """Record that the trainer consumed ``num_batches`` more batches."""

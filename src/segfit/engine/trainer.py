@@ -96,10 +96,14 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
             step, best, elapsed_before = state["step"], state["best"], state["extra"]["elapsed"]
             if dist.is_main:
                 print(f"resuming from {last} at step {step}")
-        elif dist.is_main and (results_dir / "checkpoints").is_dir():
-            # a fresh start owns results_dir: checkpoints of an earlier run must not be resumed or picked as best
-            print(f"starting afresh in {results_dir}: its earlier checkpoints and metrics are replaced")
-            shutil.rmtree(results_dir / "checkpoints")
+        else:
+            if dist.is_main and (results_dir / "checkpoints").is_dir():
+                # a fresh start owns results_dir: checkpoints of an earlier run must not be resumed or picked as best
+                print(f"starting afresh in {results_dir}: its earlier checkpoints and metrics are replaced")
+                shutil.rmtree(results_dir / "checkpoints")
+            initial_weights = getattr(recipe, "initial_weights", None)
+            if initial_weights is not None:
+                initial_weights(model)
         run_step = data_parallel(TrainingStep(recipe, model), dist, device)  # recipes still get the plain model
         trainable = [p for p in model.parameters() if p.requires_grad]
         workers = loader_workers(spec.data.num_workers)
@@ -133,7 +137,7 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
                 run_step = data_parallel(TrainingStep(recipe, model), dist, device)  # DDP reduces what trains now
             step_started, data_seconds, phases_before = time.perf_counter(), 0.0, sampler.phases_done
             for micro in range(cfg.grad_accum_steps):
-                window.count(sampler.next_source(), dist.world_size)
+                window.count(sampler.next_names())
                 data_started = time.perf_counter()
                 batch = to_device(next(batches), device)
                 data_seconds += time.perf_counter() - data_started
@@ -174,7 +178,7 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
                 skipped = {"skipped_steps": window.skipped} if non_finite.skip else {}  # a count: logged, not plotted
                 log.log({"step": step, "split": "train", **lrs, **last_train, **skipped, **peak_gpu_memory(device),
                          "steps_per_s": steps_per_s, "samples_per_s": sum(window.samples.values()) / window.seconds,
-                         **window.sample_counts(len(dataset.sources) > 1), "epoch": sampler.epochs_done,
+                         **window.sample_counts(dataset.named), "epoch": sampler.epochs_done,
                          "time": elapsed_before + time.perf_counter() - started})
                 window = _Window()
             if not (eval_due or checkpoint_due):
@@ -240,12 +244,13 @@ class _Window:
         self.skipped = 0
         """Steps skipped for a non-finite loss (``train.on_nonfinite: skip``)."""
 
-    def count(self, source: Source, world_size: int) -> None:
-        """A batch of ``source`` on every process."""
-        self.samples[source.name] = self.samples.get(source.name, 0) + source.batch_size * world_size
+    def count(self, names: list[str]) -> None:
+        """A global batch (every process's samples), by the name of each sample's dataset."""
+        for name in names:
+            self.samples[name] = self.samples.get(name, 0) + 1
 
     def sample_counts(self, per_source: bool) -> dict[str, int]:
-        """``samples/<dataset>``: the samples each training dataset gave since the last record (when several)."""
+        """``samples/<dataset>``: the samples each training dataset gave since the last record (when named)."""
         return {f"samples/{name}": count for name, count in self.samples.items()} if per_source else {}
 
     def add(self, values: dict[str, torch.Tensor], step_seconds: float | None = None,

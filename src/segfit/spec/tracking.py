@@ -16,6 +16,8 @@ TrackingFormat = Literal["got10k", "lasot", "pysot"]
 class TrackingSplitSpec:
     """One dataset of sequences (docs/siamban.md, "Data")."""
 
+    name: str = ""
+    """Training datasets: label of its pair counts in the log (``samples/<name>``); empty: ``train<i>`` by position."""
     format: TrackingFormat = "got10k"
     """``got10k``: one folder per sequence (frames + ``groundtruth.txt``, optional ``absence.label`` /
     ``cover.label``); ``lasot``: ``<class>/<sequence>/img/`` + ``groundtruth.txt`` (+ ``full_occlusion.txt``,
@@ -30,8 +32,8 @@ class TrackingSplitSpec:
     """Training pairs: the search frame is at most this many annotated frames from the template frame (reference:
     VID, GOT-10k, LaSOT 100; YouTube-BB 3; DET, COCO 1)."""
     num_use: int = -1
-    """Training pairs: sequences drawn from this dataset per epoch (repeated when more than it has); -1 uses each
-    once (reference: 100 000 VID, 200 000 GOT-10k / LaSOT)."""
+    """Training pairs: videos drawn from this dataset per epoch, in shuffled cycles through its videos (a random
+    share in the last); -1 uses each once (reference: 100 000 VID, 200 000 GOT-10k / LaSOT)."""
 
     def __post_init__(self) -> None:
         if self.frame_range < 0:
@@ -85,6 +87,13 @@ class TrackingTrainDataSpec:
             raise ValueError(f"neg, gray: probabilities in [0, 1], got {self.neg}, {self.gray}")
         if self.videos_per_epoch < 0:
             raise ValueError(f"videos_per_epoch: must be ≥ 0, got {self.videos_per_epoch}")
+        names = self.names()
+        if len(set(names)) != len(names):
+            raise ValueError(f"datasets[].name: {names} must differ (they label the logged pair counts)")
+
+    def names(self) -> list[str]:
+        """Each training dataset's label in the log: its ``name``, else ``train<i>``."""
+        return [split.name or f"train{i}" for i, split in enumerate(self.datasets)]
 
 
 @dataclass

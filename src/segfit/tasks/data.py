@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from segfit.data.extract import extract_frames as extract_video_frames
+from segfit.data.jobs import JobReport
 from segfit.data.prepare_tracking import prepare_tracking as crop_sequences
 from segfit.data.synthetic import write_synthetic_images, write_synthetic_videos
 from segfit.data.synthetic_segments import write_synthetic_segments
@@ -66,10 +67,7 @@ def check(spec: Any) -> list[Any]:
 def extract_frames(videos: str, out_dir: str, every: int, workers: int, quality: int) -> bool:
     """Extract, print what happened; True when no video failed."""
     report = extract_video_frames(videos, out_dir, every=every, workers=workers, quality=quality)
-    for path, problem in report.failed.items():
-        print(f"  failed   {path}: {problem}")
-    print(f"frames in {out_dir}: {report.summary()}")
-    return not report.failed
+    return _reported(report, f"frames in {out_dir}: {report.summary()}")
 
 
 def prepare_tracking(sequences: str, data_format: str, out_dir: str, workers: int, quality: int) -> bool:
@@ -77,7 +75,12 @@ def prepare_tracking(sequences: str, data_format: str, out_dir: str, workers: in
     from segfit.spec.tracking import TrackingSplitSpec
 
     report = crop_sequences(TrackingSplitSpec(format=data_format, images=sequences), out_dir, workers, quality)
-    for name, problem in report.failed.items():
-        print(f"  failed   {name}: {problem}")
-    print(f"crop511 in {out_dir}: {report.summary()}; train.json: {Path(out_dir) / 'train.json'}")
+    return _reported(report, f"crop511 in {out_dir}: {report.summary()}; train.json: {Path(out_dir) / 'train.json'}")
+
+
+def _reported(report: JobReport, summary: str) -> bool:
+    """Print each failed item and the summary; True when none failed."""
+    for item, problem in report.failed.items():
+        print(f"  failed   {item}: {problem}")
+    print(summary)
     return not report.failed

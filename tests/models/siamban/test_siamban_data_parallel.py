@@ -20,3 +20,4 @@ def test_two_processes_train_siamban_through_the_backbone_unfreezing(tracking_da
     records = read_records(tmp_path / "run" / "metrics.jsonl")
     assert [r["step"] for r in records if r["split"] == "train"] == [1, 2, 3]
     assert records[0]["samples_per_s"] == pytest.approx(4 * records[0]["steps_per_s"])  # 2 processes x 2 pairs
+    assert all(r["samples/train0"] == 4 for r in records if r["split"] == "train")  # every process's pairs counted

@@ -32,4 +32,4 @@ def test_trained_tracker_beats_a_still_box(tmp_path):
                      "train.optim.min_lr_ratio=0.1", "train.optim.warmup_steps=20")
     baseline = _still_box_ao(open_tracking_split(spec.data.val))
     ao = train(recipe_for(spec), spec)["val"]["ao"]
-    assert ao > baseline + 0.1 and ao > 1.8 * baseline, (ao, baseline)  # seen: 0.32 against 0.12
+    assert ao > baseline + 0.1 and ao > 1.8 * baseline, (ao, baseline)  # seen: 0.32, 0.34 against 0.12

@@ -67,3 +67,13 @@ def test_backbone_weights_of_the_wrong_shape_fail(tmp_path):
     torch.save({"head.weight": torch.zeros(2)}, path)
     with pytest.raises(ValueError, match="no tensor fits"):
         load_backbone(SiamBAN("tiny").backbone, path)
+
+
+def test_unreadable_backbone_files_are_errors_naming_them(tmp_path):
+    for name, content in (("cut.pth", b"PK\x03\x04 cut short"), ("cut.safetensors", b"\x08\x00")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match=f"{name}: not a weights file"):
+            load_backbone(SiamBAN("tiny").backbone, tmp_path / name)
+    torch.save(torch.zeros(3), tmp_path / "tensor.pth")
+    with pytest.raises(ValueError, match="tensor.pth: holds no state dict"):
+        load_backbone(SiamBAN("tiny").backbone, tmp_path / "tensor.pth")

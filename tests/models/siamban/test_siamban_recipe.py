@@ -1,22 +1,25 @@
 """SiamBAN through the shared engine: loss terms, exact auto-resume across the backbone unfreeze, the lr groups,
-evaluation outputs, and the spec (reference defaults, keys in docs/spec.md)."""
+pair counts per dataset, backbone weights read only for a fresh start, evaluation outputs, and the spec (reference
+defaults, keys in docs/spec.md)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 from siamban_specs import tiny_spec
 
 from segfit.engine.checkpoint import load_model_weights, seed_everything
 from segfit.engine.logging import read_records
 from segfit.engine.trainer import train
+from segfit.models.siamban.model import SiamBAN
 from segfit.models.siamban.spec import EPOCH_STEPS, SiambanSpec
 from segfit.registry import recipe_for
 from segfit.spec.describe import markdown
 from segfit.spec.load import SpecError, key_paths
-from segfit.tasks import evaluate
+from segfit.tasks import evaluate, export
 
 
 def _losses(results_dir: Path) -> dict[int, float]:
@@ -51,6 +54,37 @@ def test_backbone_trains_only_from_the_unfreeze_step(tracking_data, tmp_path):
     assert torch.equal(after["backbone.layer2.1.running_mean"], start["backbone.layer2.1.running_mean"])
     assert not torch.equal(after["backbone.layer4.0.weight"], start["backbone.layer4.0.weight"])
     assert not torch.equal(after["neck.0.0.weight"], start["neck.0.0.weight"])
+
+
+def test_pairs_are_counted_per_dataset_in_the_log(tracking_data, tmp_path):
+    images = tracking_data["train_images"]
+    datasets = (f"data.train.datasets=[{{name: near, format: got10k, images: '{images}', frame_range: 1, num_use: 3}},"
+                f" {{format: got10k, images: '{images}', num_use: 5}}]")
+    spec = tiny_spec(tracking_data, tmp_path, datasets, "train.max_steps=3")
+    train(recipe_for(spec), spec)
+    records = [r for r in read_records(tmp_path / "metrics.jsonl") if r["split"] == "train"]
+    assert all(r.get("samples/near", 0) + r.get("samples/train1", 0) == 4 for r in records)  # a batch of 4 per step
+    assert sum(r.get("samples/near", 0) for r in records) > 0 and sum(r.get("samples/train1", 0) for r in records) > 0
+
+
+def test_backbone_weights_are_read_only_when_training_starts_from_scratch(tracking_data, tmp_path):
+    start = tmp_path / "imagenet.safetensors"
+    safetensors.torch.save_file(SiamBAN("tiny", 16).backbone.state_dict(), str(start))
+    spec = tiny_spec(tracking_data, tmp_path / "run", f"model.backbone_weights={start}", "train.max_steps=2",
+                     "train.unfreeze_step=100")
+    train(recipe_for(spec), spec)
+    trained = SiamBAN("tiny", 16)
+    load_model_weights(trained, tmp_path / "run" / "checkpoints" / "last")
+    for key, value in safetensors.torch.load_file(str(start)).items():
+        assert torch.equal(trained.backbone.state_dict()[key], value), key  # frozen: still the file's
+    start.unlink()  # the trained checkpoint holds every weight: nothing below needs the file
+    assert 0 <= evaluate.run(spec, "val")["ao"] <= 1
+    assert {p.name for p in export.run(spec)} >= {"siamban_template.onnx", "siamban_track.onnx"}
+    longer = tiny_spec(tracking_data, tmp_path / "run", f"model.backbone_weights={start}", "train.max_steps=3",
+                       "train.unfreeze_step=100")
+    assert train(recipe_for(longer), longer)["step"] == 3  # a resume, not a fresh start
+    with pytest.raises(SpecError, match="backbone_weights and checkpoint"):
+        tiny_spec(tracking_data, tmp_path, f"model.backbone_weights={start}", f"model.checkpoint={start}")
 
 
 def test_evaluate_writes_metrics_plots_and_overlays(tracking_data, tmp_path):

@@ -1,4 +1,5 @@
-"""The tracker's post-processing on network outputs chosen by hand, and the ONNX graphs against PyTorch."""
+"""The tracker's post-processing on network outputs chosen by hand, the ONNX graphs against PyTorch, and videos
+without a frame to track."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from segfit.models.siamban import inference
 from segfit.models.siamban.export import export_onnx, onnx_functions
 from segfit.models.siamban.model import SiamBAN
 from segfit.models.siamban.spec import SiambanTrackerSpec
@@ -73,3 +75,22 @@ def test_onnx_graphs_match_pytorch_on_real_crops(tmp_path):
     for ours, theirs in zip(torch_track(torch_template(z), x), onnx_track(onnx_template(z), x)):
         np.testing.assert_allclose(ours, theirs, atol=1e-3, rtol=0)  # ONNX Runtime vs PyTorch kernels
     assert torch.is_grad_enabled()
+
+
+def test_a_video_without_a_decodable_frame_is_an_error_naming_it(tmp_path, monkeypatch):
+    class Undecodable:  # opens, as a file with a valid header and broken frames does, but gives no frame
+        def __init__(self, path: str):
+            pass
+
+        def isOpened(self) -> bool:
+            return True
+
+        def read(self) -> tuple[bool, None]:
+            return False, None
+
+        def release(self) -> None:
+            pass
+
+    monkeypatch.setattr(inference.cv2, "VideoCapture", Undecodable)
+    with pytest.raises(ValueError, match="clip.mp4: no frame of this video could be decoded"):
+        list(inference.read_video(tmp_path / "clip.mp4"))

@@ -113,6 +113,11 @@ def _pysot(split: TrackingSplitSpec) -> dict[str, Loader]:
         videos = json.loads(anno.read_text())
     except json.JSONDecodeError as err:
         raise DataError(str(anno), f"not valid JSON: {err}") from err
+    if not isinstance(videos, dict) or not all(isinstance(tracks, dict) and all(isinstance(frames, dict)
+                                                                               for frames in tracks.values())
+                                                for tracks in videos.values()):
+        raise DataError(str(anno), 'expected {video: {track: {frame: box}}} (e.g. {"a/vid1": {"00": {"000000": '
+                                   '[x1, y1, x2, y2]}}})')
     sequences = {}
     for video, tracks in videos.items():
         for track, frames in tracks.items():
@@ -125,7 +130,8 @@ def _pysot(split: TrackingSplitSpec) -> dict[str, Loader]:
             files = [str(root / video / f"{int(k):06d}.{track}.x.jpg") for k in keys]
             name = f"{video}/{track}"
             sequences[name] = partial(TrackSequence, name=name, source=str(root / video), frames=files,
-                                      boxes=boxes, visible=np.ones(len(keys), bool), cropped=True)
+                                      boxes=boxes, visible=np.ones(len(keys), bool), cropped=True,
+                                      video=video)
     return sequences
 
 
@@ -133,6 +139,8 @@ def _box_wh(box: list[float], anno: Path, video: str, key: str) -> tuple[float, 
     """(w, h) of a train.json entry; None for a zero-size box (dropped)."""
     if not key.isdigit():
         raise DataError(str(anno), f"video {video}: frame key {key!r} is not a digit string")
+    if not isinstance(box, list) or not all(isinstance(v, (int, float)) for v in box):
+        raise DataError(str(anno), f"video {video} frame {key}: box {box!r} is not a list of numbers")
     if len(box) == 4:
         w, h = box[2] - box[0], box[3] - box[1]
     elif len(box) == 2:

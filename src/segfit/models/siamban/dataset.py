@@ -16,14 +16,14 @@ from segfit.models.siamban.targets import point_targets
 from segfit.spec.tracking import TrackingDataSpec
 
 
-def pair_pool(data: TrackingDataSpec) -> PairPool:
-    """The training datasets' pool; prints each dataset's sequences and picks per epoch."""
+def pair_pool(data: TrackingDataSpec, seed: int) -> PairPool:
+    """The training datasets' pool; prints each dataset's sequences, videos and picks per epoch (the pairs each
+    dataset gives are logged as ``samples/<name>``)."""
     splits = data.train.datasets
-    pool = PairPool([open_tracking_split(split) for split in splits], [s.num_use for s in splits],
-                    [s.frame_range for s in splits], data.train.videos_per_epoch)
-    for split, counts in zip(splits, pool.counts()):
-        print(f"train data {split.format} {split.images}: {counts['sequences']} sequences, {counts['picks']} picks "
-              f"per epoch (frame_range {split.frame_range})")
+    pool = PairPool([open_tracking_split(split) for split in splits], data.train, seed)
+    for name, split, counts in zip(pool.names, splits, pool.counts()):
+        print(f"train data {name} ({split.format} {split.images}): {counts['sequences']} sequences in "
+              f"{counts['videos']} videos, {counts['picks']} picks per epoch (frame_range {split.frame_range})")
     print(f"train data: {len(pool)} pairs per epoch, negative pairs {data.train.neg:g}, grey {data.train.gray:g}")
     return pool
 
@@ -34,6 +34,10 @@ class PairDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.pool)
+
+    def source_name(self, key: tuple[int, int]) -> str:
+        """The training dataset of item ``key`` (the engine logs pair counts per dataset by it)."""
+        return self.pool.source_name(key)
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         index, seed = key

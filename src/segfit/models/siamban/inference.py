@@ -23,10 +23,14 @@ def read_video(path: Path) -> Iterator[np.ndarray]:
     if not capture.isOpened():
         raise ValueError(f"inference.input {path}: OpenCV cannot open this video")
     try:
+        decoded = 0
         while True:
             ok, frame = capture.read()
             if not ok:
+                if not decoded:
+                    raise ValueError(f"inference.input {path}: no frame of this video could be decoded")
                 return
+            decoded += 1
             yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
     finally:
         capture.release()

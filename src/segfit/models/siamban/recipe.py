@@ -43,12 +43,15 @@ class SiambanRecipe:
     def build_model(self) -> SiamBAN:
         m = self.spec.model
         model = SiamBAN(m.backbone, m.channels)
-        if m.backbone_weights:
-            print(load_backbone(model.backbone, m.backbone_weights).summary())
         if m.checkpoint:
             load_model_weights(model, Path(m.checkpoint))
         model.set_training_layers(self._training_layers(0))
         return model
+
+    def initial_weights(self, model: SiamBAN) -> None:
+        """``model.backbone_weights``, read only when training starts from scratch: checkpoints hold every weight."""
+        if self.spec.model.backbone_weights:
+            print(load_backbone(model.backbone, self.spec.model.backbone_weights).summary())
 
     def _training_layers(self, step: int) -> list[str]:
         return list(self.spec.train.backbone_layers) if step >= self.spec.train.unfreeze_step else []
@@ -76,7 +79,7 @@ class SiambanRecipe:
 
     # ---- data and training -------------------------------------------------------------------------------
     def train_dataset(self) -> PairDataset:
-        return PairDataset(pair_pool(self.spec.data), self.spec.data, self.spec.train.targets)
+        return PairDataset(pair_pool(self.spec.data, self.spec.train.seed), self.spec.data, self.spec.train.targets)
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Tensor]:
         return default_collate(samples)

@@ -40,11 +40,17 @@ class SiambanModelSpec(ModelSpec):
     backbone: Literal["resnet50", "tiny"] = "resnet50"
     """``resnet50`` (torchvision, layers 2–4, layer3/4 dilated) or ``tiny``: one conv per layer, for fast tests."""
     backbone_weights: str | None = None
-    """ResNet-50 weights file to start the backbone from (torchvision ``resnet50-*.pth``; wrapper prefixes are
-    stripped, missing and unused keys reported). Nothing is downloaded; null keeps the random initialisation."""
+    """ResNet-50 weights file to start the backbone from when training starts from scratch (torchvision
+    ``resnet50-*.pth``; wrapper prefixes are stripped, missing and unused keys reported); resuming, evaluating,
+    inferring and exporting do not read it. Nothing is downloaded; null keeps the random initialisation."""
     channels: int = 256
     """Channels of the neck and the heads."""
     tracker: SiambanTrackerSpec = field(default_factory=SiambanTrackerSpec)
+
+    def __post_init__(self) -> None:
+        if self.backbone_weights and self.checkpoint:
+            raise ValueError(f"backbone_weights and checkpoint: give one (the checkpoint {self.checkpoint} holds the "
+                             "backbone too)")
 
 
 @dataclass

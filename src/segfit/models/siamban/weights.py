@@ -40,12 +40,16 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such weights file")
-    if path.suffix == ".safetensors":
-        return safetensors.torch.load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = (safetensors.torch.load_file(str(path)) if path.suffix == ".safetensors" else
+                 torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as err:  # safetensors, pickle and zip each raise their own kinds for a damaged file
+        raise ValueError(f"{path}: not a weights file that loads without unpickling code ({err})") from err
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: holds no state dict (a mapping of names to tensors)")
     return state
 
 
