@@ -51,8 +51,9 @@ def evaluate(recipe: Any, model: nn.Module, samples_dir: Path | None, seed: int,
     samples_dir = samples_dir if dist.is_main else None
     model.eval()
     try:
+        with torch.no_grad():
+            whole = _whole(recipe, model, seed)
         with torch.no_grad(), isolated_rng(seed):
-            whole = _whole(recipe, model)
             if dist.active and hasattr(recipe, "evaluate_shard"):
                 state = recipe.evaluate_shard(whole, "val", Shard(dist.rank, dist.world_size), samples_dir)
                 metrics = recipe.merge_evaluation(all_gather(state, dist), "val", samples_dir)
@@ -64,11 +65,13 @@ def evaluate(recipe: Any, model: nn.Module, samples_dir: Path | None, seed: int,
     return {key: value.item() if hasattr(value, "item") else value for key, value in metrics.items()}
 
 
-def _whole(recipe: Any, model: nn.Module) -> nn.Module:
-    """``model`` itself, or for a sharded one a plain copy with its gathered weights (a collective)."""
+def _whole(recipe: Any, model: nn.Module, seed: int) -> nn.Module:
+    """``model`` itself, or for a sharded one a plain copy with its gathered weights (a collective), built outside
+    the training and evaluation RNG streams."""
     if not is_sharded(model):
         return model
     state = full_state_dict(model)
-    copy = recipe.build_model().to(next(iter(state.values())).device)
+    with isolated_rng(seed):
+        copy = recipe.build_model().to(next(iter(state.values())).device)
     copy.load_state_dict(state)
     return copy.eval()
