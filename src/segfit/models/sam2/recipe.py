@@ -97,8 +97,12 @@ class Sam2Recipe:
     def fsdp_blocks(self, model: Sam2Model) -> list[nn.Module]:
         """FSDP's units (``train.distributed: fsdp``): the Hiera blocks, which hold nearly all of a large model's
         parameters and each run once per step. The mask decoder, called once per prompt kind and click, stays in
-        the rest, gathered once per step."""
-        return list(model.vision_encoder.backbone.blocks)
+        the rest, gathered once per step.
+
+        None with the embedding cache: a unit's gathering is a collective, so every process must run it, and the
+        encoder runs only for a process's cache misses. The whole model is then one unit, gathered for the step.
+        """
+        return [] if self.embedding_cache is not None else list(model.vision_encoder.backbone.blocks)
 
     def param_groups(self, model: nn.Module) -> list[ParamGroup]:
         return sam2_param_groups.param_groups(model, self.spec.train.optim)
