@@ -148,6 +148,20 @@ def all_reduce_mean(values: dict[str, float], device: torch.device, dist: Dist) 
     return {key: means[key] for key in values}
 
 
+def mean_over_processes(value: float, device: torch.device) -> float | torch.Tensor:
+    """``value`` averaged over the processes of a data-parallel run, as a tensor on ``device``; ``value`` itself in
+    one process. A collective: every process calls it at the same point of its step.
+
+    For a loss normalised by a count that differs between the processes' batches (SAM 2: objects): divided by the
+    mean count instead of its own, the processes' mean gradient is that of one process with all their batches.
+    """
+    if not torch_dist.is_initialized() or torch_dist.get_world_size() == 1:
+        return value
+    total = torch.tensor(float(value), device=device)
+    torch_dist.all_reduce(total)
+    return total / torch_dist.get_world_size()
+
+
 def any_rank(flag: torch.Tensor, dist: Dist) -> torch.Tensor:
     """A boolean device flag that is True on every rank when it is on one (queued: the host does not wait)."""
     if not dist.active:
