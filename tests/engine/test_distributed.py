@@ -128,7 +128,8 @@ def _torchrun_toy(tmp_path: Path, launch: list[str], *toy: str, agents: int = 1)
     """Run the toy recipe for 6 steps under ``agents`` torchrun agents (each a "machine"); every rank's record."""
     command = [sys.executable, "-m", "torch.distributed.run", *launch, "--monitor-interval", "0.5",
                str(HERE / "toy_recipe.py"), str(tmp_path), "--checkpoint-every", "2", *toy]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(HERE)]), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(HERE)]), "OMP_NUM_THREADS": "1",
+           "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}  # a fresh store per restart (docs/distributed.md)
     machines = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                 for _ in range(agents)]
     outputs = [machine.communicate(timeout=180)[0] for machine in machines]
