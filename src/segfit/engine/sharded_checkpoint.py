@@ -5,9 +5,9 @@
 
 Each process writes its own shards (``sharded/__<rank>_0.distcp``) and rank 0 the index (``sharded/.metadata``),
 so no process ever holds the whole model or optimizer state. The tensors are keyed by parameter name, not by
-process, so a run resumes from them with another number of processes too. ``engine/checkpoint.py`` puts them into a
-checkpoint directory beside ``trainer_state.pt`` (which then holds no optimizer) and ``meta.json``, with the same
-atomic rename as every checkpoint.
+process (DCP reshards them when read; one process reads them whole to consolidate). ``engine/checkpoint.py`` puts
+them into a checkpoint directory beside ``trainer_state.pt`` (which then holds no optimizer) and ``meta.json``, with
+the same atomic rename as every checkpoint.
 """
 
 from __future__ import annotations
