@@ -69,9 +69,10 @@ def sixty_line_run(data_dir: Path, size: str, image_size: int, steps: int, keep_
 def segfit_run(data_dir: Path, size: str, image_size: int, steps: int, overrides: tuple[str, ...], keep_memory: bool,
                queue: mp.Queue) -> None:
     """``steps`` steps of the engine, then the 1-click mIoU on the validation set (or before training: steps=0)."""
+    from segfit.engine.evaluation import evaluate
     from segfit.engine.host_memory import keep_freed_memory
     from segfit.engine.logging import read_records
-    from segfit.engine.trainer import evaluate, train
+    from segfit.engine.trainer import train
     from segfit.registry import recipe_for
     from segfit.spec import load_spec
 

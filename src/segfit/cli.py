@@ -16,6 +16,7 @@ Examples:
     segfit export -e configs/sam2_demo.yaml
     segfit serve -e configs/sam2_demo.yaml inference.checkpoint=runs/sam2_demo/checkpoints/last
     segfit convert sam2.1_hiera_small.pt hf_sam2.1_small/
+    segfit consolidate runs/my_run/checkpoints/best
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
     convert = tasks.add_parser("convert", help="official SAM 2 .pt <-> Hugging Face directory", allow_abbrev=False)
     convert.add_argument("src", help="an official .pt (→ HF directory) or an HF directory / .safetensors (→ official .pt)")
     convert.add_argument("dst", help="the output directory or .pt file")
+
+    consolidate = tasks.add_parser("consolidate", help="an FSDP run's sharded checkpoint -> its model.safetensors",
+                                   allow_abbrev=False)
+    consolidate.add_argument("checkpoint", help="a checkpoint directory of an FSDP run (.../checkpoints/best)")
 
     data = tasks.add_parser("data", help="dataset tools: synth, check, extract-frames, prepare-tracking",
                             allow_abbrev=False)
@@ -105,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
             from segfit.tasks import convert
 
             convert.run(args.src, args.dst)
+        elif args.task == "consolidate":
+            from segfit.tasks import consolidate
+
+            consolidate.run(args.checkpoint)
         elif args.task == "data" and args.data_task == "synth":
             from segfit.tasks import data
 

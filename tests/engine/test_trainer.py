@@ -16,10 +16,11 @@ import safetensors.torch
 import torch
 
 from segfit.engine import checkpoint, storage, trainer
+from segfit.engine.evaluation import evaluate
 from segfit.engine.logging import read_records
 from segfit.engine.sampler import MixedBatchSampler
 from segfit.engine.storage import StorageError
-from segfit.engine.trainer import evaluate, train
+from segfit.engine.trainer import train
 from segfit.engine.transfer import to_device
 from segfit.spec.schema import OptimSpec
 

@@ -202,11 +202,13 @@ def main() -> None:
     parser.add_argument("--exit-rank", type=int, default=1)
     parser.add_argument("--exit-call", type=int)
     parser.add_argument("--unfreeze-at", type=int)
+    parser.add_argument("--distributed", choices=["ddp", "fsdp"], default="ddp")
+    parser.add_argument("--max-steps", type=int, default=6)
     args = parser.parse_args()
     from segfit.engine.trainer import train
 
-    spec = toy_spec(args.results_dir, args.batch_size, max_steps=6, log_every=2, checkpoint_every=args.checkpoint_every,
-                    eval_every=3, grad_accum_steps=args.grad_accum_steps)
+    spec = toy_spec(args.results_dir, args.batch_size, max_steps=args.max_steps, log_every=2, checkpoint_every=args.checkpoint_every,
+                    eval_every=3, grad_accum_steps=args.grad_accum_steps, distributed=args.distributed)
     recipe = FlakyToyRecipe(spec, tuple(args.no_grad_call) if args.no_grad_call else None, args.exit_rank,
                             args.exit_call, args.unfreeze_at)
     summary = train(recipe, spec)

@@ -15,6 +15,10 @@ was built from, if any (what the model holds beyond its parameters, e.g. the vid
 checkpoint for an image model's export, comes from there). The file's metadata says which (``segfit.weights``:
 ``full`` or ``trainable``; ``segfit.base``: the file), so loaders need no spec.
 
+An FSDP run (``train.distributed: fsdp``) writes ``sharded/`` instead of ``model.safetensors`` and keeps the
+optimizer there too, every process its shards (``engine/sharded_checkpoint.py``); ``segfit consolidate`` adds the
+``model.safetensors`` (``full``) that evaluation, inference and export read.
+
 A checkpoint is written into a temporary sibling directory and renamed over the old one only when complete,
 so a crash while saving leaves the previous checkpoint intact; a failed write (a full disk) raises a
 ``StorageError`` that says so. Everything in ``trainer_state.pt`` is tensors
@@ -38,6 +42,9 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from segfit.engine.distributed import Dist, barrier
+from segfit.engine.fsdp import is_sharded
+from segfit.engine.sharded_checkpoint import SHARDED_DIR, load_sharded, read_sharded_model, save_sharded
 from segfit.engine.storage import StorageError
 
 MODEL_FILE = "model.safetensors"
@@ -121,26 +128,36 @@ def save_checkpoint(
     best: float | None = None,
     rng_states: list[dict[str, Any]] | None = None,
     base: str | None = None,
+    dist: Dist = Dist(),
 ) -> None:
-    """Write checkpoint ``dir`` atomically.
+    """Write checkpoint ``dir`` atomically (rank 0 alone; every process when ``model`` is sharded).
 
     Args:
         extra: JSON-serialisable values kept in the trainer state and shown in ``meta.json`` (e.g. metrics).
         best: best validation value so far, restored on resume.
         rng_states: generator states of every rank (index = rank); default: this process's.
         base: the weights file the model was built from (``model.checkpoint``): frozen parameters are not stored.
+        dist: the processes; with a sharded model each writes its shards into rank 0's temporary directory.
     """
     dir = Path(dir)
-    _recover(dir)
     tmp = dir.with_name(f".{dir.name}.tmp")
+    sharded = is_sharded(model)
     try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        weights_info = save_weights(model, tmp / MODEL_FILE, base)
+        if dist.is_main:
+            _recover(dir)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        if sharded:
+            barrier(dist)  # the directory exists before any process writes into it
+            save_sharded(tmp / SHARDED_DIR, model, optimizer)  # returns once every shard and the index are written
+        if not dist.is_main:
+            return
+        weights_info = ({"weights": "sharded", **({"base": str(Path(base).resolve())} if base else {})} if sharded
+                        else save_weights(model, tmp / MODEL_FILE, base))
         torch.save(
             {
                 "step": step,
-                "optimizer": optimizer.state_dict(),
+                "optimizer": {} if sharded else optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
                 "rng": rng_states or [rng_state()],
@@ -160,10 +177,12 @@ def save_checkpoint(
         os.replace(tmp, dir)
         shutil.rmtree(backup, ignore_errors=True)
     except OSError as err:
-        _recover(dir)
+        if dist.is_main:
+            _recover(dir)
         raise StorageError(f"writing checkpoint {dir} at step {step} failed ({err}); {_previous(dir)}") from err
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if dist.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _previous(dir: Path) -> str:
@@ -270,11 +289,20 @@ def load_checkpoint(
     state_file = dir / STATE_FILE
     if not state_file.is_file():
         raise FileNotFoundError(f"{state_file}: no trainer state (is {dir} a checkpoint directory?)")
-    _check_base(dir / MODEL_FILE, base)
-    load_model_weights(model, dir)
     state = torch.load(state_file, map_location="cpu", weights_only=True)
-    if optimizer is not None:
-        optimizer.load_state_dict(state["optimizer"])
+    if (dir / SHARDED_DIR).is_dir():
+        if optimizer is None:
+            raise ValueError(f"{dir}: a sharded checkpoint (an FSDP run) resumes training only; for its weights run "
+                             f"`segfit consolidate {dir}`")
+        load_sharded(dir / SHARDED_DIR, model, optimizer)
+    elif is_sharded(model):
+        raise ValueError(f"{dir}: not a sharded checkpoint, but train.distributed is fsdp: a run keeps the "
+                         "train.distributed it started with (or start afresh from these weights with model.checkpoint)")
+    else:
+        _check_base(dir / MODEL_FILE, base)
+        load_model_weights(model, dir)
+        if optimizer is not None:
+            optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None:
         scheduler.load_state_dict(state["scheduler"])
     # A scaler state exists only for fp16 runs; switching precision on resume starts a fresh scaler.
@@ -308,6 +336,26 @@ def find_checkpoint(results_dir: Path, which: str = "best") -> Path | None:
     for name in ("best", "last") if which == "best" else ("last",):
         dir = Path(results_dir) / "checkpoints" / name
         _recover(dir)
-        if (dir / MODEL_FILE).is_file() and (dir / STATE_FILE).is_file():
+        if ((dir / MODEL_FILE).is_file() or is_sharded_checkpoint(dir)) and (dir / STATE_FILE).is_file():
             return dir
     return None
+
+
+def is_sharded_checkpoint(dir: Path) -> bool:
+    """A checkpoint of an FSDP run (its ``model.safetensors`` exists only once consolidated)."""
+    return (Path(dir) / SHARDED_DIR / ".metadata").is_file()
+
+
+def consolidate(dir: Path) -> Path:
+    """``segfit consolidate``: join the model shards of checkpoint ``dir`` into ``dir/model.safetensors`` (``full``
+    weights, naming the base file of ``meta.json``), in one process and through a temporary file (never a
+    half-written weights file that evaluation would take)."""
+    dir = Path(dir)
+    if not is_sharded_checkpoint(dir):
+        raise FileNotFoundError(f"{dir}: not a sharded checkpoint (no {SHARDED_DIR}/.metadata in it)")
+    base = json.loads((dir / META_FILE).read_text()).get("base")
+    out, tmp = dir / MODEL_FILE, dir / f".{MODEL_FILE}.tmp"
+    safetensors.torch.save_file(read_sharded_model(dir / SHARDED_DIR), str(tmp),
+                                {WEIGHTS_KIND: "full", **({WEIGHTS_BASE: base} if base else {})})
+    os.replace(tmp, out)
+    return out

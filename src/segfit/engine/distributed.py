@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import torch.distributed as torch_dist
 from torch import nn
+from torch.distributed.fsdp import FSDPModule
 from torch.nn.parallel import DistributedDataParallel
 
 # Rank 0 evaluates while the other ranks wait at a collective; a long validation must not time them out.
@@ -102,12 +103,13 @@ class TrainingStep(nn.Module):
     def __init__(self, recipe: Any, model: nn.Module):
         super().__init__()
         self.recipe, self.model = recipe, model
-        self.anchor = nn.Parameter(torch.zeros((), device=next(model.parameters()).device))
+        # one element, not a scalar: FSDP shards parameters along their first dimension
+        self.anchor = nn.Parameter(torch.zeros(1, device=next(model.parameters()).device))
 
     def forward(self, batch: Any) -> dict[str, torch.Tensor]:
         terms = self.recipe.training_step(self.model, batch)
         if "loss" in terms and not terms["loss"].requires_grad:
-            terms = {**terms, "loss": terms["loss"] + 0 * self.anchor}
+            terms = {**terms, "loss": terms["loss"] + 0 * self.anchor.sum()}
         return terms
 
 
@@ -127,8 +129,11 @@ def data_parallel(step: TrainingStep, dist: Dist, device: torch.device) -> nn.Mo
 
 
 def gradient_sync(step: nn.Module, sync: bool) -> AbstractContextManager[Any]:
-    """Around a micro-batch's forward and backward: ``sync=False`` keeps its gradients local (DDP's ``no_sync``),
-    so an optimizer step of several micro-batches reduces once, in the last one's backward."""
+    """Around a micro-batch's forward and backward: ``sync=False`` keeps its gradients local (DDP's ``no_sync``;
+    FSDP keeps them unsharded), so an optimizer step of several micro-batches reduces once, in the last one's
+    backward."""
+    if isinstance(step, FSDPModule):
+        step.set_requires_gradient_sync(sync)  # every unit of the step
     return step.no_sync() if isinstance(step, DistributedDataParallel) and not sync else nullcontext()
 
 
@@ -141,6 +146,20 @@ def all_reduce_mean(values: dict[str, float], device: torch.device, dist: Dist) 
     torch_dist.all_reduce(packed)
     means = dict(zip(keys, (packed / dist.world_size).tolist()))
     return {key: means[key] for key in values}
+
+
+def mean_over_processes(value: float, device: torch.device) -> float | torch.Tensor:
+    """``value`` averaged over the processes of a data-parallel run, as a tensor on ``device``; ``value`` itself in
+    one process. A collective: every process calls it at the same point of its step.
+
+    For a loss normalised by a count that differs between the processes' batches (SAM 2: objects): divided by the
+    mean count instead of its own, the processes' mean gradient is that of one process with all their batches.
+    """
+    if not torch_dist.is_initialized() or torch_dist.get_world_size() == 1:
+        return value
+    total = torch.tensor(float(value), device=device)
+    torch_dist.all_reduce(total)
+    return total / torch_dist.get_world_size()
 
 
 def any_rank(flag: torch.Tensor, dist: Dist) -> torch.Tensor:

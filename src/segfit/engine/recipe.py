@@ -80,3 +80,9 @@ class Recipe(Protocol):
     # def before_step(self, model: nn.Module, step: int) -> bool:
     #     """Called before optimizer step ``step`` (0-based; also right after a resume): set what trains at this step
     #     (a function of ``step`` alone, so a resumed run matches); True when the trainable parameters changed."""
+    # def fsdp_blocks(self, model: nn.Module) -> list[nn.Module]:
+    #     """The modules FSDP shards as units (``engine/fsdp.py``): each must run the same number of times in every
+    #     process's step (its gathering is a collective)."""
+    # def evaluate_shard(self, model, split, shard: Shard, samples_dir) -> Any:
+    # def merge_evaluation(self, states: list[Any], split, samples_dir) -> dict[str, float]:
+    #     """Evaluation sharded across processes: mergeable states, then the metrics (``engine/evaluation.py``)."""

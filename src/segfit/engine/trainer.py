@@ -24,7 +24,6 @@ from torch.utils.data import DataLoader
 from segfit.engine.checkpoint import (
     checkpoint_bytes,
     find_checkpoint,
-    isolated_rng,
     load_checkpoint,
     rng_state,
     save_checkpoint,
@@ -42,6 +41,8 @@ from segfit.engine.distributed import (
     init_distributed,
     resolve_device,
 )
+from segfit.engine.evaluation import evaluate
+from segfit.engine.fsdp import fsdp_blocks, fully_sharded, local_value
 from segfit.engine.logging import METRICS_FILE, RunLog
 from segfit.engine.nonfinite import NonFinite, batch_files
 from segfit.engine.optim import apply_schedule, build_optimizer, build_scheduler
@@ -70,15 +71,24 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
         teardown.callback(cleanup, dist)
         seed_everything(cfg.seed + dist.rank)
         model = recipe.build_model().to(device)
+        last = Path(cfg.resume_from) if cfg.resume_from else (
+            find_checkpoint(results_dir, "last") if cfg.resume else None)
+        initial_weights = getattr(recipe, "initial_weights", None)
+        if last is None and initial_weights is not None:  # before sharding: the plain model takes the file
+            initial_weights(model)
         if cfg.compile:
             recipe.compile(model)
+        if dist.is_main:  # now, not at the first save minutes or hours in
+            check_room(results_dir, checkpoint_bytes(model, spec.model.checkpoint))
+        step_module = TrainingStep(recipe, model)  # recipes still get the plain model
+        sharded = dist.active and cfg.distributed == "fsdp"
+        if sharded:  # before the optimizer: it must hold the shards
+            fully_sharded(step_module, fsdp_blocks(recipe, model), dist, device)
         non_finite = NonFinite(cfg.on_nonfinite)
         # a fused optimizer can skip a step on the device (its found_inf): what on_nonfinite=skip needs
         optimizer = build_optimizer(recipe.param_groups(model), cfg.optim, fused=non_finite.skip)
         scheduler = build_scheduler(optimizer, cfg.optim, cfg.max_steps)
         scaler = grad_scaler(cfg.precision, device)
-        if dist.is_main:  # now, not at the first save minutes or hours in
-            check_room(results_dir, checkpoint_bytes(model, spec.model.checkpoint))
         dataset = recipe.train_dataset()
         if not isinstance(dataset, MixedDataset):
             dataset = MixedDataset([Source("train", dataset, spec.data.batch_size)])
@@ -86,8 +96,6 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
         sampler = MixedBatchSampler(dataset, cfg.seed, dist.rank, dist.world_size, phases or 1)
         best_metric = cfg.best_metric or recipe.default_best_metric
         step, best, elapsed_before = 0, None, 0.0
-        last = Path(cfg.resume_from) if cfg.resume_from else (
-            find_checkpoint(results_dir, "last") if cfg.resume else None)
         if last is not None:
             state = load_checkpoint(last, model, optimizer, scheduler, scaler, rank=dist.rank,
                                     base=spec.model.checkpoint)
@@ -96,15 +104,11 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
             step, best, elapsed_before = state["step"], state["best"], state["extra"]["elapsed"]
             if dist.is_main:
                 print(f"resuming from {last} at step {step}")
-        else:
-            if dist.is_main and (results_dir / "checkpoints").is_dir():
-                # a fresh start owns results_dir: checkpoints of an earlier run must not be resumed or picked as best
-                print(f"starting afresh in {results_dir}: its earlier checkpoints and metrics are replaced")
-                shutil.rmtree(results_dir / "checkpoints")
-            initial_weights = getattr(recipe, "initial_weights", None)
-            if initial_weights is not None:
-                initial_weights(model)
-        run_step = data_parallel(TrainingStep(recipe, model), dist, device)  # recipes still get the plain model
+        elif dist.is_main and (results_dir / "checkpoints").is_dir():
+            # a fresh start owns results_dir: checkpoints of an earlier run must not be resumed or picked as best
+            print(f"starting afresh in {results_dir}: its earlier checkpoints and metrics are replaced")
+            shutil.rmtree(results_dir / "checkpoints")
+        run_step = step_module if sharded else data_parallel(step_module, dist, device)
         trainable = [p for p in model.parameters() if p.requires_grad]
         workers = loader_workers(spec.data.num_workers)
         batches = iter(DataLoader(
@@ -124,17 +128,19 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
             extra = {"elapsed": elapsed_before + time.perf_counter() - started, "best_metric": best_metric,
                      "metrics": val_metrics}
             save_checkpoint(results_dir / "checkpoints" / name, model, optimizer, scheduler, scaler, step,
-                            sampler.state_dict(), extra, best=best, rng_states=rng_states, base=spec.model.checkpoint)
+                            sampler.state_dict(), extra, best=best, rng_states=rng_states, base=spec.model.checkpoint,
+                            dist=dist)
 
-        if validate and cfg.eval_at_start and step == 0 and dist.is_main:  # the baseline the curves start from
+        if validate and cfg.eval_at_start and step == 0:  # the baseline the curves start from
             log.log({"step": 0, "split": "val", **evaluate(recipe, model, results_dir / "samples" / "step_000000",
-                                                            cfg.seed), "time": 0.0})
+                                                            cfg.seed, dist), "time": 0.0})
         model.train()
         before_step = getattr(recipe, "before_step", None)
         while step < cfg.max_steps:
             if before_step is not None and before_step(model, step):
                 trainable = [p for p in model.parameters() if p.requires_grad]
-                run_step = data_parallel(TrainingStep(recipe, model), dist, device)  # DDP reduces what trains now
+                if not sharded:  # DDP reduces what trains now; FSDP reduce-scatters whatever requires a gradient
+                    run_step = data_parallel(TrainingStep(recipe, model), dist, device)
             step_started, data_seconds, phases_before = time.perf_counter(), 0.0, sampler.phases_done
             for micro in range(cfg.grad_accum_steps):
                 window.count(sampler.next_names())
@@ -150,7 +156,7 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
                 sampler.advance()
                 window.add(terms, keep=finite if non_finite.skip else None)  # skip: means over the finite losses
             scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+            grad_norm = local_value(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
             lrs = {f"lr/{group['name']}": group["lr"] for group in optimizer.param_groups}  # the lr this step used
             bad = any_rank(non_finite.step_is_bad(step + 1), dist) if non_finite.skip else None
             if any(p.grad is not None for p in trainable):  # the fp16 scaler refuses a step without gradients
@@ -184,20 +190,21 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
             if not (eval_due or checkpoint_due):
                 continue
             rng_states = all_gather(rng_state(), dist)  # every rank's generators, for an exact resume
-            if dist.is_main:
-                if eval_due:
-                    last_val = evaluate(recipe, model, results_dir / "samples" / f"step_{step:06d}", cfg.seed)
-                    log.log({"step": step, "split": "val", **last_val,
-                             "time": elapsed_before + time.perf_counter() - started})
-                    value = _metric(last_val, best_metric)
-                    if improves(value, best, cfg.best_mode):
-                        best = value
-                        save("best", last_val, rng_states)
-                if checkpoint_due:
-                    save("last", last_val, rng_states)
-                if eval_due or at_end:
-                    render_plots(results_dir)
-                    log.flush()
+            # every process evaluates (sharded, or waiting for rank 0's metrics) and saves (rank 0 alone unless
+            # sharded), so all take the same decisions
+            if eval_due:
+                last_val = evaluate(recipe, model, results_dir / "samples" / f"step_{step:06d}", cfg.seed, dist)
+                log.log({"step": step, "split": "val", **last_val,
+                         "time": elapsed_before + time.perf_counter() - started})
+                value = _metric(last_val, best_metric)
+                if improves(value, best, cfg.best_mode):
+                    best = value
+                    save("best", last_val, rng_states)
+            if checkpoint_due:
+                save("last", last_val, rng_states)
+            if dist.is_main and (eval_due or at_end):
+                render_plots(results_dir)
+                log.flush()
             barrier(dist)
 
         progress = log.progress(best_metric, cfg.best_mode)
@@ -210,21 +217,6 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
         "best_checkpoint": str(best_dir) if best_dir.is_dir() else None,
         "metrics": str(results_dir / METRICS_FILE),
     }
-
-
-def evaluate(recipe: Recipe, model: torch.nn.Module, samples_dir: Path, seed: int) -> dict[str, Any]:
-    """The recipe's validation metrics, in eval mode without gradients (fp32, as ``segfit evaluate`` computes them).
-
-    Evaluation runs from a fixed seed in its own RNG state: its numbers do not depend on when it runs and the
-    training stream does not depend on whether it ran.
-    """
-    model.eval()
-    try:
-        with torch.no_grad(), isolated_rng(seed):
-            metrics = recipe.evaluate(model, "val", samples_dir=samples_dir)
-    finally:
-        model.train()
-    return {key: value.item() if hasattr(value, "item") else value for key, value in metrics.items()}
 
 
 def improves(value: float, best: float | None, mode: str) -> bool:

@@ -44,6 +44,14 @@ class MaskAP:
         self.detections += [{"image_id": image_id, "category_id": int(label) + 1, "segmentation": encode(mask),
                              "score": float(score)} for mask, label, score in zip(masks, labels, scores)]
 
+    def merge(self, other: MaskAP) -> None:
+        """Append the images ``other`` collected (another process's part of a split) after this one's, numbered on
+        as ``update`` would have numbered them."""
+        images, annotations = len(self.images), len(self.gt)
+        self.images += [{**image, "id": image["id"] + images} for image in other.images]
+        self.gt += [{**gt, "id": gt["id"] + annotations, "image_id": gt["image_id"] + images} for gt in other.gt]
+        self.detections += [{**found, "image_id": found["image_id"] + images} for found in other.detections]
+
     def compute(self) -> dict[str, float]:
         coco = COCO()
         coco.dataset = {"images": self.images, "annotations": self.gt,

@@ -77,6 +77,18 @@ class ClickMetrics:
             self.noc_sums[key] += int(noc(ious, threshold, clicks).sum())
         self.count += len(ious)
 
+    def merge(self, other: ClickMetrics) -> None:
+        """Add the objects ``other`` saw (another process's part of a split): sums and counts add up."""
+        if other.iou_sums is None:
+            return
+        if self.iou_sums is not None and len(self.iou_sums) != len(other.iou_sums):
+            raise ValueError(f"ClickMetrics.merge: {len(other.iou_sums)} clicks per object, this one has "
+                             f"{len(self.iou_sums)}")
+        self.iou_sums = other.iou_sums.clone() if self.iou_sums is None else self.iou_sums + other.iou_sums
+        for key, total in other.noc_sums.items():
+            self.noc_sums[key] += total
+        self.count += other.count
+
     def compute(self) -> dict[str, float]:
         """``miou@k`` and ``noc@85`` / ``noc@90`` (all NaN before any object was seen)."""
         if self.iou_sums is None or not self.count:

@@ -32,6 +32,11 @@ class MeanIoU:
         self.total += float(ious.double().sum())
         self.count += ious.numel()
 
+    def merge(self, other: MeanIoU) -> None:
+        """Add the objects ``other`` saw (another process's part of a split): sums and counts add up."""
+        self.total += other.total
+        self.count += other.count
+
     def compute(self) -> float:
         """The mean IoU; NaN before any object was seen."""
         return self.total / self.count if self.count else float("nan")

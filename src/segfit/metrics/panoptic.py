@@ -64,6 +64,13 @@ class PanopticQuality:
             if ignored / pred_area[p] <= 0.5:
                 self.fp[label] += 1
 
+    def merge(self, other: PanopticQuality) -> None:
+        """Add the segments ``other`` matched (another process's part of a split): per-class sums and counts."""
+        self.iou += other.iou
+        self.tp += other.tp
+        self.fp += other.fp
+        self.fn += other.fn
+
     def compute(self) -> dict[str, float]:
         """``pq``, ``sq``, ``rq`` over all classes, ``*_th`` over things, ``*_st`` over stuff (NaN with no class)."""
         out = {}

@@ -22,6 +22,10 @@ class SemanticScores:
         pairs = gt[valid].astype(np.int64) * self.num_classes + pred[valid].astype(np.int64)
         self.confusion += np.bincount(pairs, minlength=self.num_classes**2).reshape(self.num_classes, -1)
 
+    def merge(self, other: SemanticScores) -> None:
+        """Add the pixels ``other`` counted (another process's part of a split)."""
+        self.confusion += other.confusion
+
     def compute(self, names: list[str] | None = None) -> dict[str, float]:
         """``miou``, ``fwiou``, ``macc``, ``pacc`` and ``iou/<class>`` (NaN for classes absent from the ground truth)."""
         tp = np.diag(self.confusion).astype(np.float64)

@@ -75,6 +75,12 @@ class TrackingMetrics:
         self.sequences.append(row)
         return row
 
+    def merge(self, other: TrackingMetrics) -> None:
+        """Add the sequences ``other`` scored (another process's part of a split), after this one's."""
+        self.sequences += other.sequences
+        self._curves += other._curves
+        self._got_ious += other._got_ious
+
     def curves(self) -> dict[str, np.ndarray]:
         return {key: np.mean([c[key] for c in self._curves], axis=0) for key in self._curves[0]}
 

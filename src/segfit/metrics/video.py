@@ -143,6 +143,11 @@ class VideoMetrics:
         for k, (j, f) in enumerate(zip((j_sum / frames).tolist(), (f_sum / frames).tolist()), start=1):
             self.objects.append({"object": f"{video}_{k}", "j": j, "f": f, "frames": frames})
 
+    def merge(self, other: VideoMetrics) -> None:
+        """Add the videos ``other`` saw (another process's part of a split), after this one's."""
+        self.videos += other.videos
+        self.objects += other.objects
+
     def compute(self) -> dict[str, float]:
         """``j_mean``, ``f_mean``, ``j&f`` (NaN before any object) and ``num_objects``, ``num_frames`` (summed over
         objects); per-object means are in ``objects``."""

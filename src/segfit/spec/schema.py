@@ -240,6 +240,10 @@ class TrainSpec:
     """Mixed precision: bf16 autocast (CPU and CUDA) or fp16 with a gradient scaler (CUDA only)."""
     device: str = "auto"
     """``auto`` (CUDA if available), ``cpu``, ``cuda`` or ``cuda:N``."""
+    distributed: Literal["ddp", "fsdp"] = "ddp"
+    """Under ``torchrun`` with several processes: ``ddp`` (every process holds the whole model and optimizer state)
+    or ``fsdp`` (each holds 1/N of them, for models whose training state does not fit one device; sharded
+    checkpoints). docs/distributed.md."""
     seed: int = 123
     checkpoint_every: int = 50
     """Steps between checkpoints (one is always written at the end)."""

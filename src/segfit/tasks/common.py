@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import torch
 
-from segfit.engine.checkpoint import find_checkpoint, load_model_weights, trainer_weights
+from segfit.engine.checkpoint import find_checkpoint, is_sharded_checkpoint, load_model_weights, trainer_weights
 from segfit.engine.distributed import resolve_device
 from segfit.registry import recipe_for
 
@@ -17,9 +17,18 @@ def weights_for(spec: Any, explicit: str | None) -> str | None:
     """An explicit checkpoint, else the run's ``best`` (or ``last``) one, else ``model.checkpoint``."""
     if explicit:
         path = Path(explicit)
+        _check_consolidated(path)
         return str(path / "model.safetensors" if (path / "model.safetensors").is_file() and not (path / "config.json").is_file() else path)
     found = find_checkpoint(Path(spec.results_dir), "best")
+    if found:
+        _check_consolidated(found)
     return str(found / "model.safetensors") if found else spec.model.checkpoint
+
+
+def _check_consolidated(checkpoint: Path) -> None:
+    if is_sharded_checkpoint(checkpoint) and not (checkpoint / "model.safetensors").is_file():
+        raise FileNotFoundError(f"{checkpoint}: the checkpoint of an FSDP run holds sharded weights; "
+                                f"`segfit consolidate {checkpoint}` writes the model.safetensors this task reads")
 
 
 def recipe_with_model(spec: Any, explicit_checkpoint: str | None) -> tuple[Any, torch.nn.Module]:

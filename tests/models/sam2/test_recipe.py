@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from segfit.data.synthetic import write_synthetic_images
+from segfit.engine.evaluation import Shard
 from segfit.engine.trainer import train
 from segfit.models.sam2.features import image_embeddings
 from segfit.models.sam2.recipe import PART_PREFIXES, Sam2Recipe, part_of
@@ -82,6 +83,19 @@ def test_evaluate_reports_click_and_box_metrics(data_dir, tmp_path):
     assert metrics["num_images"] == 2 and 0 <= metrics["miou@1"] <= 1 and 1 <= metrics["noc@85"] <= 3
     assert len(list((tmp_path / "samples").glob("*.png"))) == 2
     assert (tmp_path / "samples" / "per_image.csv").read_text().count("\n") == 3
+
+
+def test_evaluation_shards_merge_to_the_whole_split(data_dir, tmp_path):
+    """Sharded evaluation (engine/evaluation.py): the two halves' states merged give the whole split's metrics."""
+    recipe = recipe_for(make_spec(data_dir, tmp_path, "evaluate.max_clicks=3"))
+    model = recipe.build_model().eval()
+    whole = recipe.evaluate(model, "val", samples_dir=tmp_path / "whole")
+    halves = [recipe.evaluate_shard(model, "val", Shard(rank, 2), None) for rank in (0, 1)]
+    assert [len(half["rows"]) for half in halves] == [1, 1]
+    merged = recipe.merge_evaluation(halves, "val", tmp_path / "merged")
+    # the same images through the same code in this process; only the order of the float64 sums differs
+    assert merged == pytest.approx(whole, rel=1e-12) and merged["num_objects"] == whole["num_objects"]
+    assert (tmp_path / "merged" / "per_image.csv").read_text() == (tmp_path / "whole" / "per_image.csv").read_text()
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ import torch
 from siamban_specs import tiny_spec
 
 from segfit.engine.checkpoint import load_model_weights, seed_everything
+from segfit.engine.evaluation import Shard
 from segfit.engine.logging import read_records
 from segfit.engine.trainer import train
 from segfit.models.siamban.model import SiamBAN
@@ -94,6 +95,17 @@ def test_evaluate_writes_metrics_plots_and_overlays(tracking_data, tmp_path):
     assert metrics["num_sequences"] == 2 and 0 <= metrics["ao"] <= 1
     samples = tmp_path / "eval" / "samples"
     assert {p.name for p in samples.iterdir()} == {"per_sequence.csv", "success.png", "precision.png", "seq_000.mp4"}
+
+
+def test_evaluation_shards_merge_to_the_whole_split(tracking_data, tmp_path):
+    """Sharded evaluation (engine/evaluation.py): each half of the sequences tracked alone, merged, as the whole."""
+    recipe = recipe_for(tiny_spec(tracking_data, tmp_path))
+    model = recipe.build_model().eval()
+    whole = recipe.evaluate(model, "val")
+    halves = [recipe.evaluate_shard(model, "val", Shard(rank, 2), None) for rank in (0, 1)]
+    assert [len(half.sequences) for half in halves] == [1, 1]
+    # the same sequences through the same code in this process, merged in order: the same arrays, the same means
+    assert recipe.merge_evaluation(halves, "val", None) == whole
 
 
 def test_spec_defaults_are_the_reference_config():

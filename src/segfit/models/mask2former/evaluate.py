@@ -1,14 +1,17 @@
 """Scores of a split at full resolution, one image at a time: mIoU & co. (semantic), COCO mask AP (instance), PQ
-(panoptic); overlays of ground truth vs prediction for the first images."""
+(panoptic); overlays of ground truth vs prediction for the first images. A split is scored in shards (one per
+process, ``engine/evaluation.py``) whose states merge."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from segfit.data.formats.segments import SegmentReader
 from segfit.data.records import DataError, SegmentRecord
+from segfit.engine.evaluation import Shard
 from segfit.metrics.coco_masks import MaskAP
 from segfit.metrics.panoptic import PanopticQuality, Segments
 from segfit.metrics.semantic import SemanticScores
@@ -22,14 +25,15 @@ from segfit.visualize import save_png, side_by_side
 Scores = SemanticScores | MaskAP | PanopticQuality
 
 
-def evaluate_split(forward: Forward, reader: SegmentReader, spec: Mask2FormerSpec, labels: LabelMap,
-                   samples_dir: Path | None) -> dict[str, float]:
+def evaluate_shard(forward: Forward, reader: SegmentReader, spec: Mask2FormerSpec, labels: LabelMap, shard: Shard,
+                   samples_dir: Path | None) -> dict[str, Any]:
+    """The scores of ``shard``'s images as a state ``merge_scores`` merges with the other shards'."""
     mode, limit = spec.model.mode, min(len(reader), spec.evaluate.max_images or len(reader))
     scores: Scores = {"semantic": lambda: SemanticScores(labels.num_classes),
                       "instance": lambda: MaskAP(labels.num_classes),
                       "panoptic": lambda: PanopticQuality(labels.is_thing)}[mode]()
     evaluated, skipped = 0, 0
-    for i in range(limit):
+    for i in shard.range(limit):
         try:
             record = reader.load(i)
             targets = labels.targets(record, mode)
@@ -43,6 +47,15 @@ def evaluate_split(forward: Forward, reader: SegmentReader, spec: Mask2FormerSpe
         if samples_dir is not None and evaluated < spec.evaluate.num_samples:
             _write_sample(record, targets, prediction, labels, samples_dir)
         evaluated += 1
+    return {"scores": scores, "evaluated": evaluated, "skipped": skipped}
+
+
+def merge_scores(states: list[dict[str, Any]], mode: str, labels: LabelMap) -> dict[str, float]:
+    """mIoU & co., mask AP or PQ of the shards' states (in shard order: one process's image order)."""
+    scores = states[0]["scores"]
+    for state in states[1:]:
+        scores.merge(state["scores"])
+    evaluated, skipped = sum(s["evaluated"] for s in states), sum(s["skipped"] for s in states)
     if not evaluated:
         raise ValueError(f"no image could be evaluated ({skipped} skipped)")
     metrics = scores.compute(labels.names) if mode == "semantic" else scores.compute()

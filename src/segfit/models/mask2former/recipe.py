@@ -20,10 +20,11 @@ from transformers import Mask2FormerForUniversalSegmentation
 from segfit.data.check import SegmentCheckReport, check_segment_split
 from segfit.data.formats.segments import SegmentReader, SegmentSplit
 from segfit.data.records import DataError
+from segfit.engine.evaluation import Shard
 from segfit.engine.recipe import ParamGroup
 from segfit.models.mask2former import dataset as m2f_dataset
 from segfit.models.mask2former.build import build_mask2former
-from segfit.models.mask2former.evaluate import evaluate_split
+from segfit.models.mask2former.evaluate import evaluate_shard, merge_scores
 from segfit.models.mask2former.inference import run_inference
 from segfit.models.mask2former.labels import LabelMap
 from segfit.models.mask2former.predict import torch_forward
@@ -77,6 +78,14 @@ class Mask2FormerRecipe:
 
     def compile(self, model: nn.Module) -> None:
         model.compile(dynamic=True)
+
+    def fsdp_blocks(self, model: Mask2FormerForUniversalSegmentation) -> list[nn.Module]:
+        """FSDP's units (``train.distributed: fsdp``): the Swin blocks (most of a Swin-L's parameters), the pixel
+        decoder's encoder layers and the transformer decoder's layers, each run once per step."""
+        inner = model.model
+        swin = inner.pixel_level_module.encoder.swin.encoder.layers
+        return [*(block for stage in swin for block in stage.blocks), *inner.pixel_level_module.decoder.encoder.layers,
+                *inner.transformer_module.decoder.layers]
 
     def param_groups(self, model: nn.Module) -> list[ParamGroup]:
         """The backbone at ``base_lr × backbone_multiplier``, the rest at ``base_lr``."""
@@ -137,11 +146,18 @@ class Mask2FormerRecipe:
 
     # ---- tasks -------------------------------------------------------------------------------------------
     def evaluate(self, model: nn.Module, split: str, samples_dir: Path | None = None) -> dict[str, float]:
+        return self.merge_evaluation([self.evaluate_shard(model, split, Shard(), samples_dir)], split, samples_dir)
+
+    def evaluate_shard(self, model: nn.Module, split: str, shard: Shard, samples_dir: Path | None) -> dict[str, Any]:
+        """``shard``'s part of the split's scores (``engine/evaluation.py``)."""
         data = self._spec.data
         chosen = data.val if split == "val" else (data.test if data.test and _has_labels(data.test) else data.val)
         if chosen is None:
             raise ValueError(f"data.{split}: no split to evaluate on; set data.val (or data.test)")
-        return evaluate_split(torch_forward(model), self.reader(chosen), self._spec, self.labels, samples_dir)
+        return evaluate_shard(torch_forward(model), self.reader(chosen), self._spec, self.labels, shard, samples_dir)
+
+    def merge_evaluation(self, states: list[dict[str, Any]], split: str, samples_dir: Path | None) -> dict[str, float]:
+        return merge_scores(states, self._spec.model.mode, self.labels)
 
     def run_inference(self, load_model: Callable[[], nn.Module], out_dir: Path) -> list[Path]:
         return run_inference(load_model, self._spec, self.labels, out_dir)

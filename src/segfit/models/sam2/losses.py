@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from segfit.engine.distributed import mean_over_processes
+
 Resolution = Literal["full", "low", "points"]
 
 
@@ -277,8 +279,12 @@ def step_terms(
 
 def total_losses(terms: list[dict[str, Tensor]], num_objects: int, weights: LossWeights) -> dict[str, Tensor]:
     """Per-object terms of any number of steps (and object groups) → each of ``LOSS_KEYS`` summed over all of them
-    and divided by ``num_objects`` (at least 1), and their weighted sum ``loss``, as the official trainer reduces."""
-    scale = 1 / max(num_objects, 1)
+    and divided by ``num_objects`` (at least 1), and their weighted sum ``loss``, as the official trainer reduces.
+
+    Under data parallelism the divisor is the mean of the processes' ``num_objects``, as the official trainer's:
+    the mean of the processes' gradients is then that of one process with every object of their batches."""
+    objects = mean_over_processes(num_objects, terms[0]["loss_mask"].device)
+    scale = 1 / (objects.clamp_min(1) if isinstance(objects, Tensor) else max(objects, 1))
     out = {key: sum(t[key].sum() for t in terms) * scale for key in LOSS_KEYS}
     out["loss"] = (out["loss_mask"] * weights.mask + out["loss_dice"] * weights.dice + out["loss_iou"] * weights.iou
                    + out["loss_class"] * weights.object_score)

@@ -22,6 +22,7 @@ from transformers import Sam2Model
 from segfit.data.check import CheckReport, VideoCheckReport, check_splits
 from segfit.data.formats import VIDEO_FORMATS, open_split
 from segfit.data.safe import SafeReader
+from segfit.engine.evaluation import Shard
 from segfit.engine.recipe import ParamGroup
 from segfit.engine.sampler import MixedDataset, Source
 from segfit.metrics.interactive import ClickMetrics, click_protocol
@@ -93,6 +94,16 @@ class Sam2Recipe:
         model.prompt_encoder.compile(**COMPILE_OPTIONS)
         model.mask_decoder.compile(**COMPILE_OPTIONS)
 
+    def fsdp_blocks(self, model: Sam2Model) -> list[nn.Module]:
+        """FSDP's units (``train.distributed: fsdp``): the Hiera blocks, which hold nearly all of a large model's
+        parameters and each run once per step. The mask decoder, called once per prompt kind and click, stays in
+        the rest, gathered once per step.
+
+        None with the embedding cache: a unit's gathering is a collective, so every process must run it, and the
+        encoder runs only for a process's cache misses. The whole model is then one unit, gathered for the step.
+        """
+        return [] if self.embedding_cache is not None else list(model.vision_encoder.backbone.blocks)
+
     def param_groups(self, model: nn.Module) -> list[ParamGroup]:
         return sam2_param_groups.param_groups(model, self.spec.train.optim)
 
@@ -139,14 +150,18 @@ class Sam2Recipe:
     def eval_split(self, split: str) -> SplitSpec:
         return eval_split(self.spec.data, split)
 
-    @torch.no_grad()
     def evaluate(self, model: Sam2Model, split: str, samples_dir: Path | None = None) -> dict[str, float]:
-        """Click protocol (1st click farthest from the boundary, then centres of the largest error) + box prompts."""
+        """The split's metrics: the whole split as one shard, merged."""
+        return self.merge_evaluation([self.evaluate_shard(model, split, Shard(), samples_dir)], split, samples_dir)
+
+    @torch.no_grad()
+    def evaluate_shard(self, model: Sam2Model, split: str, shard: Shard, samples_dir: Path | None) -> dict[str, Any]:
+        """Click protocol (1st click farthest from the boundary, then centres of the largest error) + box prompts on
+        ``shard``'s images: sums and counts, which merge over processes (``engine/evaluation.py``)."""
         spec, device = self.spec, next(model.parameters()).device
         reader = self._reader(self.eval_split(split))
         clicks, boxes, rows = ClickMetrics(), MeanIoU(), []
-        limit = min(len(reader), spec.evaluate.max_images or len(reader))
-        for i in range(limit):
+        for i in shard.range(min(len(reader), spec.evaluate.max_images or len(reader))):
             record = reader.load(i)
             if record is None or not len(record.masks):
                 continue
@@ -166,12 +181,21 @@ class Sam2Recipe:
                          f"miou@{spec.evaluate.max_clicks}": ious[:, -1].mean().item(), "box_miou": box_ious.mean().item()})
             if samples_dir is not None and len(rows) <= spec.evaluate.num_samples:
                 self._write_sample(model, embeddings, record, gt_all, samples_dir)
+        return {"clicks": clicks, "boxes": boxes, "rows": rows, "skipped": len(reader.skipped)}
+
+    def merge_evaluation(self, states: list[dict[str, Any]], split: str, samples_dir: Path | None) -> dict[str, float]:
+        """The metrics of the shards' states, in shard order (one process's image order)."""
+        clicks, boxes = ClickMetrics(), MeanIoU()
+        for state in states:
+            clicks.merge(state["clicks"])
+            boxes.merge(state["boxes"])
+        rows, skipped = [row for state in states for row in state["rows"]], sum(state["skipped"] for state in states)
         if not rows:
-            raise ValueError(f"data.{split}: no image with objects could be evaluated ({len(reader.skipped)} skipped)")
+            raise ValueError(f"data.{split}: no image with objects could be evaluated ({skipped} skipped)")
         if samples_dir is not None:
             write_rows(samples_dir / "per_image.csv", rows)
         return {**clicks.compute(), "box_miou": boxes.compute(), "num_images": len(rows), "num_objects": clicks.count,
-                "skipped_images": len(reader.skipped)}
+                "skipped_images": skipped}
 
     def _click_predictor(self, model: Sam2Model, embeddings: list[Tensor], orig_hw: tuple[int, int]) -> Callable:
         """The click protocol's predict function: original-pixel clicks → original-size masks."""

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from transformers import Sam2VideoModel
 
 from segfit.data.formats import VIDEO_FORMATS, open_video_split
+from segfit.engine.evaluation import Shard
 from segfit.metrics.video import VideoMetrics
 from segfit.models.sam2 import dataset as sam2_dataset
 from segfit.models.sam2.build import build_sam2_video
@@ -71,13 +72,14 @@ class Sam2VideoRecipe(Sam2Recipe):
 
     # ---- evaluation --------------------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, model: Sam2VideoModel, split: str, samples_dir: Path | None = None) -> dict[str, float]:
-        """Semi-supervised protocol (DAVIS): the objects of the first frame are given by their masks there and
-        tracked through the video; J, F and J&F on the annotated frames but the first and last, as DAVIS 2017."""
+    def evaluate_shard(self, model: Sam2VideoModel, split: str, shard: Shard, samples_dir: Path | None) -> dict[str, Any]:
+        """Semi-supervised protocol (DAVIS) on ``shard``'s videos: the objects of the first frame are given by their
+        masks there and tracked through the video; J and F per object on the annotated frames but the first and
+        last, as DAVIS 2017 (merged over shards by ``merge_evaluation``)."""
         spec, device = self.spec, next(model.parameters()).device
         reader = open_video_split(self.eval_split(split), spec.data.min_object_area)
         metrics, skipped = VideoMetrics(), 0
-        for i in range(min(len(reader), spec.evaluate.max_images or len(reader))):
+        for i in shard.range(min(len(reader), spec.evaluate.max_images or len(reader))):
             video = reader.load(i)
             given = video.masks[0].reshape(len(video.object_ids), -1).any(axis=1)
             annotated = np.ones(len(video.frames), bool) if video.annotated is None else video.annotated
@@ -90,6 +92,13 @@ class Sam2VideoRecipe(Sam2Recipe):
             metrics.update(pred[torch.from_numpy(annotated).to(device)], gt, void, video=Path(video.source).name)
             if samples_dir is not None and i < spec.evaluate.num_samples:
                 self._write_sample(video, pred, given, samples_dir)
+        return {"metrics": metrics, "skipped": skipped}
+
+    def merge_evaluation(self, states: list[dict[str, Any]], split: str, samples_dir: Path | None) -> dict[str, float]:
+        """J, F and J&F over the objects of every shard, in shard order (one process's video order)."""
+        metrics, skipped = VideoMetrics(), sum(state["skipped"] for state in states)
+        for state in states:
+            metrics.merge(state["metrics"])
         if not metrics.objects:
             raise ValueError(f"data.{split}: no video could be evaluated ({skipped} without first-frame objects or "
                              "with fewer than 3 annotated frames)")

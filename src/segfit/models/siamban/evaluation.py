@@ -23,9 +23,10 @@ def frames_of(paths: Sequence[str]) -> Iterator[np.ndarray]:
     return (read_image(path) for path in paths)
 
 
-def evaluate_sequences(tracker: Tracker, sequences: Sequence[TrackSequence], out_dir: Path | None = None,
-                       num_videos: int = 0) -> dict[str, float]:
-    """Track each sequence from its first usable box (frames before it are left out) and score it."""
+def track_sequences(tracker: Tracker, sequences: Sequence[TrackSequence], out_dir: Path | None = None,
+                    num_videos: int = 0) -> TrackingMetrics:
+    """Track each sequence from its first usable box (frames before it are left out) and score it: the scores of
+    one process's share of a split, for ``finish_evaluation``; overlay videos of the first ``num_videos``."""
     metrics = TrackingMetrics()
     for n, sequence in enumerate(sequences):
         start = int(sequence.usable[0])
@@ -35,6 +36,14 @@ def evaluate_sequences(tracker: Tracker, sequences: Sequence[TrackSequence], out
         if out_dir is not None and n < num_videos:
             write_overlay_video(out_dir / f"{sequence.name.replace('/', '_')}.mp4", frames_of(sequence.frames[start:]),
                                 pred, gt)
+    return metrics
+
+
+def finish_evaluation(shares: list[TrackingMetrics], out_dir: Path | None = None) -> dict[str, float]:
+    """The metrics of every share's sequences (in share order), the per-sequence CSV and the plots."""
+    metrics = TrackingMetrics()
+    for share in shares:
+        metrics.merge(share)
     results = metrics.compute()
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -20,9 +20,11 @@ from torch.utils.data import default_collate
 from segfit.data.check import TrackingCheckReport, check_tracking_splits
 from segfit.data.formats.tracking import open_tracking_split
 from segfit.engine.checkpoint import load_model_weights
+from segfit.engine.evaluation import Shard
 from segfit.engine.recipe import ParamGroup
+from segfit.metrics.tracking import TrackingMetrics
 from segfit.models.siamban.dataset import PairDataset, pair_pool
-from segfit.models.siamban.evaluation import evaluate_sequences
+from segfit.models.siamban.evaluation import finish_evaluation, track_sequences
 from segfit.models.siamban.export import export_onnx
 from segfit.models.siamban.inference import run_inference
 from segfit.models.siamban.losses import siamban_loss
@@ -100,11 +102,19 @@ class SiambanRecipe:
     @torch.no_grad()
     def evaluate(self, model: SiamBAN, split: str, samples_dir: Path | None = None) -> dict[str, float]:
         """One-pass evaluation: each sequence tracked from its first box."""
+        return self.merge_evaluation([self.evaluate_shard(model, split, Shard(), samples_dir)], split, samples_dir)
+
+    def evaluate_shard(self, model: SiamBAN, split: str, shard: Shard, samples_dir: Path | None) -> TrackingMetrics:
+        """``shard``'s sequences tracked and scored (``engine/evaluation.py``)."""
         sequences = [s for s in open_tracking_split(eval_split(self.spec.data, split)) if len(s.usable)]
         sequences = sequences[:self.spec.evaluate.max_images or len(sequences)]
         if not sequences:
             raise ValueError(f"data.{split}: no sequence with a usable first box")
-        return evaluate_sequences(self.tracker(model), sequences, samples_dir, self.spec.evaluate.num_samples)
+        mine = [sequences[i] for i in shard.range(len(sequences))]
+        return track_sequences(self.tracker(model), mine, samples_dir, self.spec.evaluate.num_samples)
+
+    def merge_evaluation(self, states: list[TrackingMetrics], split: str, samples_dir: Path | None) -> dict[str, float]:
+        return finish_evaluation(states, samples_dir)
 
     def run_inference(self, load_model: Callable[[], SiamBAN], out_dir: Path) -> list[Path]:
         """``load_model`` is called only for the PyTorch backend."""
