@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 from m2f_tiny import TINY_MODEL
 from segfit.models.mask2former.recipe import Mask2FormerRecipe
 from segfit.models.mask2former.swin_weights import BACKBONE_PREFIX
-from segfit.spec import load_spec
+from segfit.spec import SpecError, load_spec
 
 
 def _recipe(*overrides):
@@ -56,7 +56,11 @@ def test_official_swin_backbone_weights(tmp_path, capsys):
     backbone = source.model.pixel_level_module.encoder.state_dict()
     official = _official_names(backbone)
     torch.save({"model": {**official, "head.weight": torch.zeros(10, 192)}}, tmp_path / "swin.pth")
-    model = _recipe(f"model.backbone.pretrained_weights={tmp_path / 'swin.pth'}").build_model()
+    recipe = _recipe(f"model.backbone.pretrained_weights={tmp_path / 'swin.pth'}")
+    model = recipe.build_model()  # the file is read only by a fresh training start (below), never for evaluation
+    assert not all(torch.equal(model.model.pixel_level_module.encoder.state_dict()[name], tensor)
+                   for name, tensor in backbone.items())
+    recipe.initial_weights(model)
     loaded = model.model.pixel_level_module.encoder.state_dict()
     assert all(torch.equal(loaded[name], tensor) for name, tensor in backbone.items())
     assert "1 unused (in the file, not in the model): head.weight" in capsys.readouterr().out
@@ -80,3 +84,8 @@ def test_a_file_of_another_model_is_refused(tmp_path):
     save_file({"decoder.weight": torch.zeros(3)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ValueError, match="no tensor of the file fits the model"):
         _recipe(f"model.checkpoint={tmp_path / 'other.safetensors'}").build_model()
+
+
+def test_backbone_weights_and_a_whole_model_are_exclusive(tmp_path):
+    with pytest.raises(SpecError, match="backbone.pretrained_weights and checkpoint: give one"):
+        _recipe(f"model.backbone.pretrained_weights={tmp_path / 'swin.pth'}", f"model.checkpoint={tmp_path / 'hf'}")

@@ -1,7 +1,9 @@
 """``Mask2FormerForUniversalSegmentation`` from the spec: a transformers config (Swin backbone), then the weights.
 
-Weights, in order: ``model.backbone.pretrained_weights`` (backbone only), then ``model.checkpoint`` (a whole model:
-a transformers model directory or a ``.safetensors`` file). Nothing is downloaded. Parameters a file lacks or
+Weights: ``model.checkpoint`` (a whole model: a transformers model directory or a ``.safetensors`` file), or
+``model.backbone.pretrained_weights`` (backbone only), which the recipe loads only when training starts from
+scratch (``load_backbone``): checkpoints hold every weight, so the file may be gone by evaluation. Nothing is
+downloaded. Parameters a file lacks or
 has in another shape keep their fresh initialisation (e.g. the class head of a COCO model fine-tuned on other
 classes); every such key is reported, so a wrong file never loads silently.
 """
@@ -41,13 +43,15 @@ def hf_config(spec: Mask2FormerModelSpec, class_names: list[str]) -> Mask2Former
 
 def build_mask2former(spec: Mask2FormerModelSpec, class_names: list[str]) -> Mask2FormerForUniversalSegmentation:
     model = Mask2FormerForUniversalSegmentation(hf_config(spec, class_names))
-    if spec.backbone.pretrained_weights:
-        report = load_partial(model, read_backbone_weights(spec.backbone.pretrained_weights), BACKBONE_PREFIX)
-        print(format_report(spec.backbone.pretrained_weights, report))
     if spec.checkpoint:
         report = load_partial(model, read_model_weights(spec.checkpoint))
         print(format_report(spec.checkpoint, report))
     return model
+
+
+def load_backbone(model: Mask2FormerForUniversalSegmentation, path: str) -> None:
+    """Swin backbone weights into ``model``, with the report of what did not fit."""
+    print(format_report(path, load_partial(model, read_backbone_weights(path), BACKBONE_PREFIX)))
 
 
 def read_model_weights(path: str) -> dict[str, torch.Tensor]:

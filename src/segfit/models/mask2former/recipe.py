@@ -23,7 +23,7 @@ from segfit.data.records import DataError
 from segfit.engine.evaluation import Shard
 from segfit.engine.recipe import ParamGroup
 from segfit.models.mask2former import dataset as m2f_dataset
-from segfit.models.mask2former.build import build_mask2former
+from segfit.models.mask2former.build import build_mask2former, load_backbone
 from segfit.models.mask2former.evaluate import evaluate_shard, merge_scores
 from segfit.models.mask2former.inference import run_inference
 from segfit.models.mask2former.labels import LabelMap
@@ -75,6 +75,11 @@ class Mask2FormerRecipe:
         if self._spec.train.activation_checkpoint or self._spec.model.backbone.swin.use_checkpoint:
             model.model.pixel_level_module.encoder.gradient_checkpointing_enable()
         return model
+
+    def initial_weights(self, model: Mask2FormerForUniversalSegmentation) -> None:
+        """``model.backbone.pretrained_weights``, read only when training starts from scratch."""
+        if self._spec.model.backbone.pretrained_weights:
+            load_backbone(model, self._spec.model.backbone.pretrained_weights)
 
     def compile(self, model: nn.Module) -> None:
         model.compile(dynamic=True)

@@ -51,8 +51,9 @@ class SwinSpec:
 class BackboneSpec:
     type: Literal["swin"] = "swin"
     pretrained_weights: str | None = None
-    """Backbone-only weights (``.pth``/``.pt``/``.safetensors``: official/timm Swin or Hugging Face Swin keys),
-    loaded before ``model.checkpoint``; missing and unused keys are reported."""
+    """Backbone-only weights (``.pth``/``.pt``/``.safetensors``: official/timm Swin or Hugging Face Swin keys) to
+    start from when training starts from scratch; missing and unused keys are reported. Resuming, evaluating,
+    inferring and exporting do not read it (checkpoints hold every weight). Not with ``model.checkpoint``."""
     swin: SwinSpec = field(default_factory=SwinSpec)
 
 
@@ -116,6 +117,11 @@ class Mask2FormerModelSpec(ModelSpec):
     backbone: BackboneSpec = field(default_factory=BackboneSpec)
     sem_seg_head: SemSegHeadSpec = field(default_factory=SemSegHeadSpec)
     mask_former: MaskFormerSpec = field(default_factory=MaskFormerSpec)
+
+    def __post_init__(self) -> None:
+        if self.backbone.pretrained_weights and self.checkpoint:
+            raise ValueError(f"backbone.pretrained_weights and checkpoint: give one (the whole model "
+                             f"{self.checkpoint} holds a backbone too)")
 
 
 @dataclass
