@@ -1,0 +1,334 @@
+"""Every dataset reader, fuzzed: a malformed dataset is read correctly or raises a ``DataError`` naming a file of it;
+nothing else is raised, nothing hangs, nothing outside the dataset folder is opened or listed.
+
+Each example writes a tiny dataset (1–3 samples of a few pixels) drawn valid and then broken (``fuzz_files``), and
+reads all of it as the datasets do: index, every sample's image and masks, every video frame, every tracking frame.
+``SEGFIT_FUZZ_EXAMPLES=10000 pytest tests/data/test_fuzz_readers.py`` runs more examples (default 1000 per reader).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pycocotools import mask as mask_utils
+
+from fuzz_files import FUZZ, Tree, encode, ids_map, image_bytes, map_bytes, mutated, outside_files, read_guarded, \
+    sizes, write_tree
+from segfit.data.formats import open_split, open_video_split
+from segfit.data.formats.segments import SegmentReader, SegmentSplit
+from segfit.data.formats.tracking import list_sequences
+from segfit.data.image_io import read_image
+from segfit.spec.schema import SplitSpec
+from segfit.spec.tracking import TrackingSplitSpec
+
+stems = st.lists(st.sampled_from(["a", "b2", "b10", "sub/c", "d e"]), min_size=1, max_size=3, unique=True)
+image_ext = st.sampled_from([".png", ".jpg", ".bmp", ".tif"])
+
+
+@pytest.fixture(scope="module")
+def place(tmp_path_factory) -> tuple[Path, Path]:
+    """(dataset root, the folder beside it that no read may touch), reused by every example of a test."""
+    base = tmp_path_factory.mktemp("fuzz")
+    outside_files(base / "outside")
+    return base / "ds", base / "outside"
+
+
+def _run(place: tuple[Path, Path], tree: Tree, read: Callable[[Path], None]) -> None:
+    root, outside = place
+    write_tree(tree, root, outside)
+    read_guarded(lambda: read(root), root, outside)
+
+
+def _rle(mask: np.ndarray, compressed: bool) -> dict:
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    if compressed:
+        return {"size": list(mask.shape), "counts": rle["counts"].decode("ascii")}
+    flat = np.concatenate([[0], mask.flatten(order="F").astype(np.int8), [2]])
+    return {"size": list(mask.shape), "counts": np.diff(np.flatnonzero(np.diff(flat))).tolist()}
+
+
+@st.composite
+def _segmentation(draw: st.DrawFn, mask: np.ndarray) -> object:
+    kind = draw(st.sampled_from(["rle", "counts", "polygon"]))
+    if kind == "polygon":
+        h, w = mask.shape
+        return [[0, 0, w, 0, w, h, 0, h]]
+    return _rle(mask, kind == "rle")
+
+
+# ---- image readers -----------------------------------------------------------------------------------------------
+def _read_images(split: SplitSpec) -> None:
+    reader = open_split(split, min_object_area=0)
+    for i in range(len(reader)):
+        reader.load(i)
+
+
+@st.composite
+def labpics_tree(draw: st.DrawFn) -> Tree:
+    tree: Tree = {}
+    for stem in draw(stems):
+        size = draw(sizes)
+        tree[f"images/{stem}{draw(image_ext)}"] = draw(image_bytes(size))
+        tree[f"annotations/{stem}.png"] = draw(map_bytes(ids_map(draw, size)))
+    return tree
+
+
+@given(tree=mutated(labpics_tree()), channels=st.sampled_from([None, ["blue", "red"], ["green"]]))
+@FUZZ
+def test_labpics(place, tree, channels):
+    _run(place, tree, lambda root: _read_images(SplitSpec(format="labpics", images=str(root / "images"),
+                                                          annotations=str(root / "annotations"),
+                                                          map_channels=channels)))
+
+
+@st.composite
+def coco_json(draw: st.DrawFn, folder: str = "images") -> Tree:
+    tree: Tree = {}
+    images, annotations = [], []
+    for n, stem in enumerate(draw(stems)):
+        size = draw(sizes)
+        name = f"{stem}{draw(image_ext)}"
+        tree[f"{folder}/{name}"] = draw(image_bytes(size))
+        images.append({"id": n, "file_name": name, "height": size[0], "width": size[1]})
+        for k in range(draw(st.integers(0, 2))):
+            mask = ids_map(draw, size, 1) > 0
+            annotations.append({"id": 10 * n + k, "image_id": n, "category_id": k + 1, "iscrowd": draw(st.booleans()),
+                                "segmentation": draw(_segmentation(mask))})
+    tree["annotations.json"] = json.dumps({"images": images, "annotations": annotations}).encode()
+    return tree
+
+
+@given(tree=mutated(coco_json()))
+@FUZZ
+def test_coco(place, tree):
+    _run(place, tree, lambda root: _read_images(SplitSpec(format="coco", images=str(root / "images"),
+                                                          annotations=str(root / "annotations.json"))))
+
+
+@st.composite
+def sa1b_tree(draw: st.DrawFn) -> Tree:
+    tree: Tree = {}
+    for stem in draw(stems):
+        size = draw(sizes)
+        tree[f"images/{stem}.jpg"] = draw(image_bytes(size))
+        annotations = [{"id": k, "segmentation": draw(_segmentation(ids_map(draw, size, 1) > 0))}
+                       for k in range(draw(st.integers(0, 2)))]
+        tree[f"images/{stem}.json"] = json.dumps({"image": {"height": size[0], "width": size[1]},
+                                                  "annotations": annotations}).encode()
+    return tree
+
+
+@given(tree=mutated(sa1b_tree()))
+@FUZZ
+def test_sa1b(place, tree):
+    _run(place, tree, lambda root: _read_images(SplitSpec(format="sa1b", images=str(root / "images"))))
+
+
+# ---- labelled-segment readers ------------------------------------------------------------------------------------
+def _read_segments(split: SegmentSplit) -> None:
+    reader = SegmentReader(split)
+    for i in range(len(reader)):
+        reader.ids(i)
+        reader.load(i)
+
+
+@st.composite
+def semantic_tree(draw: st.DrawFn) -> Tree:
+    tree: Tree = {}
+    lines = []
+    for stem in draw(stems):
+        size = draw(sizes)
+        image, mask = f"images/{stem}{draw(image_ext)}", f"masks/{stem}.png"
+        tree[image] = draw(image_bytes(size))
+        tree[mask] = draw(map_bytes(ids_map(draw, size, 5)))
+        lines.append(json.dumps({"img": image, "segm": mask}))
+    tree["annotations.jsonl"] = "\n".join(lines).encode()
+    return tree
+
+
+@given(tree=mutated(semantic_tree()))
+@FUZZ
+def test_ade(place, tree):
+    _run(place, tree, lambda root: _read_segments(SegmentSplit(format="ade", annotations=str(root / "annotations.jsonl"),
+                                                               root=str(root))))
+
+
+@given(tree=mutated(semantic_tree()))
+@FUZZ
+def test_folders(place, tree):
+    _run(place, tree, lambda root: _read_segments(SegmentSplit(format="folders", images=str(root / "images"),
+                                                               masks=str(root / "masks"))))
+
+
+@st.composite
+def panoptic_tree(draw: st.DrawFn) -> Tree:
+    tree: Tree = {}
+    images, annotations = [], []
+    for n, stem in enumerate(draw(stems)):
+        size = draw(sizes)
+        name = f"{stem}{draw(image_ext)}"
+        tree[f"images/{name}"] = draw(image_bytes(size))
+        ids = ids_map(draw, size) * draw(st.sampled_from([1, 300, 70_000]))
+        rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
+        tree[f"panoptic/{stem}.png"] = encode(rgb)
+        segments = [{"id": int(v), "category_id": int(v) % 7, "iscrowd": 0} for v in np.unique(ids) if v]
+        images.append({"id": n, "file_name": name, "height": size[0], "width": size[1]})
+        annotations.append({"image_id": n, "file_name": f"{stem}.png", "segments_info": segments})
+    tree["panoptic.json"] = json.dumps({"images": images, "annotations": annotations, "categories": []}).encode()
+    return tree
+
+
+@given(tree=mutated(panoptic_tree()))
+@FUZZ
+def test_coco_panoptic(place, tree):
+    _run(place, tree, lambda root: _read_segments(SegmentSplit(format="coco_panoptic", images=str(root / "images"),
+                                                               annotations=str(root / "panoptic.json"),
+                                                               masks=str(root / "panoptic"))))
+
+
+@given(tree=mutated(coco_json()))
+@FUZZ
+def test_coco_segments(place, tree):
+    _run(place, tree, lambda root: _read_segments(SegmentSplit(format="coco", images=str(root / "images"),
+                                                               annotations=str(root / "annotations.json"))))
+
+
+# ---- video readers -----------------------------------------------------------------------------------------------
+def _read_videos(split: SplitSpec) -> None:
+    reader = open_video_split(split)
+    for i in range(len(reader)):
+        info = reader.info(i)
+        for t in info.annotated:
+            reader.objects(i, t)
+        reader.load(i)
+
+
+videos = st.lists(st.sampled_from(["v1", "v2", "v10"]), min_size=1, max_size=2, unique=True)
+
+
+@st.composite
+def davis_tree(draw: st.DrawFn) -> Tree:
+    tree: Tree = {}
+    per_object = draw(st.booleans())
+    for video in draw(videos):
+        size = draw(sizes)
+        for t in range(draw(st.integers(1, 3))):
+            tree[f"JPEGImages/{video}/{t:05d}.jpg"] = draw(image_bytes(size))
+            ids = ids_map(draw, size, 2)
+            if per_object:
+                for k in (1, 2):
+                    tree[f"Annotations/{video}/{k}/{t:05d}.png"] = draw(map_bytes((ids == k).astype(np.int64)))
+            else:
+                ids[ids == 2] = draw(st.sampled_from([2, 255]))  # 255: DAVIS void
+                tree[f"Annotations/{video}/{t:05d}.png"] = draw(map_bytes(ids))
+    return tree
+
+
+@given(tree=mutated(davis_tree()))
+@FUZZ
+def test_davis(place, tree):
+    _run(place, tree, lambda root: _read_videos(SplitSpec(format="davis", images=str(root / "JPEGImages"),
+                                                          annotations=str(root / "Annotations"))))
+
+
+@st.composite
+def sav_tree(draw: st.DrawFn) -> Tree:
+    tree: Tree = {}
+    for video in draw(videos):
+        size = draw(sizes)
+        masklet = []
+        for k in range(draw(st.integers(1, 3))):
+            tree[f"JPEGImages/{video}/{4 * k:05d}.jpg"] = draw(image_bytes(size))
+            masklet.append([_rle(ids_map(draw, size, 1) > 0, draw(st.booleans())) for _ in range(2)])
+        tree[f"JPEGImages/{video}_manual.json"] = json.dumps({"masklet": masklet, "masklet_id": [3, 5]}).encode()
+    return tree
+
+
+@given(tree=mutated(sav_tree()))
+@FUZZ
+def test_sav(place, tree):
+    _run(place, tree, lambda root: _read_videos(SplitSpec(format="sav", images=str(root / "JPEGImages"))))
+
+
+# ---- tracking readers --------------------------------------------------------------------------------------------
+def _read_sequences(split: TrackingSplitSpec) -> None:
+    for load in list_sequences(split).values():
+        sequence = load()
+        sequence.usable
+        for frame in sequence.frames:
+            read_image(frame)
+
+
+def _boxes(draw: st.DrawFn, count: int) -> str:
+    return "\n".join(",".join(str(draw(st.integers(0, 4))) for _ in range(4)) for _ in range(count))
+
+
+@st.composite
+def got10k_tree(draw: st.DrawFn) -> Tree:
+    tree: Tree = {}
+    names = draw(st.lists(st.sampled_from(["GOT-1", "GOT-2", "x y"]), min_size=1, max_size=2, unique=True))
+    for name in names:
+        count, size = draw(st.integers(1, 3)), draw(sizes)
+        for t in range(count):
+            tree[f"{name}/{t + 1:08d}.jpg"] = draw(image_bytes(size))
+        tree[f"{name}/groundtruth.txt"] = _boxes(draw, count).encode()
+        for label in ("absence.label", "cover.label"):
+            if draw(st.booleans()):
+                tree[f"{name}/{label}"] = "\n".join(str(draw(st.integers(0, 8))) for _ in range(count)).encode()
+    if draw(st.booleans()):
+        tree["list.txt"] = "\n".join(names).encode()
+    return tree
+
+
+@given(tree=mutated(got10k_tree()))
+@FUZZ
+def test_got10k(place, tree):
+    _run(place, tree, lambda root: _read_sequences(TrackingSplitSpec(format="got10k", images=str(root))))
+
+
+@st.composite
+def lasot_tree(draw: st.DrawFn) -> Tree:
+    tree: Tree = {}
+    for name in draw(st.lists(st.sampled_from(["cat-1", "cat-2", "dog-1"]), min_size=1, max_size=2, unique=True)):
+        folder = f"{name.split('-')[0]}/{name}"
+        count, size = draw(st.integers(1, 3)), draw(sizes)
+        for t in range(count):
+            tree[f"{folder}/img/{t + 1:08d}.jpg"] = draw(image_bytes(size))
+        tree[f"{folder}/groundtruth.txt"] = _boxes(draw, count).encode()
+        for flags in ("full_occlusion.txt", "out_of_view.txt"):
+            tree[f"{folder}/{flags}"] = ",".join(str(draw(st.integers(0, 1))) for _ in range(count)).encode()
+    return tree
+
+
+@given(tree=mutated(lasot_tree()))
+@FUZZ
+def test_lasot(place, tree):
+    _run(place, tree, lambda root: _read_sequences(TrackingSplitSpec(format="lasot", images=str(root))))
+
+
+@st.composite
+def pysot_tree(draw: st.DrawFn) -> Tree:
+    tree: Tree = {}
+    videos_json: dict = {}
+    for video in draw(st.lists(st.sampled_from(["a/v1", "v2"]), min_size=1, max_size=2, unique=True)):
+        for track in draw(st.lists(st.sampled_from(["00", "01"]), min_size=1, max_size=2, unique=True)):
+            frames = {}
+            for t in range(draw(st.integers(1, 3))):
+                tree[f"crop511/{video}/{t:06d}.{track}.x.jpg"] = draw(image_bytes((3, 3)))
+                frames[f"{t:06d}"] = draw(st.sampled_from([[1, 1, 3, 4], [2, 3], [0, 0, 0, 0]]))
+            videos_json.setdefault(video, {})[track] = frames
+    tree["train.json"] = json.dumps(videos_json).encode()
+    return tree
+
+
+@given(tree=mutated(pysot_tree()))
+@FUZZ
+def test_pysot(place, tree):
+    _run(place, tree, lambda root: _read_sequences(TrackingSplitSpec(format="pysot", images=str(root / "crop511"),
+                                                                     annotations=str(root / "train.json"))))
