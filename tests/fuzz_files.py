@@ -209,32 +209,45 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
 
 
 @st.composite
-def mutated(draw: st.DrawFn, valid: st.SearchStrategy[Tree]) -> Tree:
-    """A valid tree with 0–3 files broken, deleted or made symlinks out of the dataset, or folders made such links."""
+def mutated(draw: st.DrawFn, valid: st.SearchStrategy[Tree], spec: tuple[str, ...] = ()) -> Tree:
+    """A valid tree with 0–3 files broken, deleted or made symlinks out of the dataset, or folders made such links.
+
+    ``spec``: the files and folders the split's spec names. The user chose those, so they may be links anywhere
+    (``images -> /mnt/big/images``); they are edited or deleted, never made links.
+    """
     tree = dict(draw(valid))
     for _ in range(draw(st.integers(0, 3))):
         name = draw(st.sampled_from(sorted(tree)))
         data, suffix = tree[name], Path(name).suffix.lower()
+        folder = name.rsplit("/", 1)[0] if "/" in name else ""
         kind = draw(st.sampled_from(["edit", "edit", "edit", "delete", "link_file", "link_folder"]))
+        if (kind == "link_file" and name in spec) or (kind == "link_folder" and folder in spec):
+            kind = "edit"
         if kind == "delete":
             del tree[name]
         elif kind == "link_file":
             tree[name] = Link(draw(st.sampled_from([f"{OUT}/secret{suffix}", f"../../outside/secret{suffix}",
                                                     "/dev/zero", "missing_target"])))
-        elif kind == "link_folder" and "/" in name:
-            folder = name.rsplit("/", 1)[0]
+        elif kind == "link_folder" and folder:
             tree = {k: v for k, v in tree.items() if not k.startswith(folder + "/")}
             tree[folder] = Link(draw(st.sampled_from([OUT, f"{OUT}/video", "../" * (folder.count("/") + 1)])))
         elif isinstance(data, bytes):
-            if suffix in IMAGE_SUFFIXES:
-                tree[name] = draw(corrupt_bytes(data))
-            elif suffix == ".json":
-                tree[name] = draw(mutated_json(json.loads(data)))
-            else:
-                tree[name] = draw(mutated_text(data.decode()))
+            tree[name] = draw(_edited(data, suffix))
         if not tree:
             break
     return tree
+
+
+def _edited(data: bytes, suffix: str) -> st.SearchStrategy[bytes]:
+    """Edits that fit the file: JSON values, text lines, or (for images, and files an edit already broke) bytes."""
+    try:
+        if suffix == ".json":
+            return mutated_json(json.loads(data))
+        if suffix not in IMAGE_SUFFIXES:
+            return mutated_text(data.decode("utf-8"))
+    except ValueError:  # not JSON, not UTF-8 any more
+        pass
+    return corrupt_bytes(data)
 
 
 def outside_files(folder: Path) -> None:

@@ -79,7 +79,7 @@ def labpics_tree(draw: st.DrawFn) -> Tree:
     return tree
 
 
-@given(tree=mutated(labpics_tree()), channels=st.sampled_from([None, ["blue", "red"], ["green"]]))
+@given(tree=mutated(labpics_tree(), ("images", "annotations")), channels=st.sampled_from([None, ["blue", "red"], ["green"]]))
 @FUZZ
 def test_labpics(place, tree, channels):
     _run(place, tree, lambda root: _read_images(SplitSpec(format="labpics", images=str(root / "images"),
@@ -104,7 +104,7 @@ def coco_json(draw: st.DrawFn, folder: str = "images") -> Tree:
     return tree
 
 
-@given(tree=mutated(coco_json()))
+@given(tree=mutated(coco_json(), ("images", "annotations.json")))
 @FUZZ
 def test_coco(place, tree):
     _run(place, tree, lambda root: _read_images(SplitSpec(format="coco", images=str(root / "images"),
@@ -124,7 +124,7 @@ def sa1b_tree(draw: st.DrawFn) -> Tree:
     return tree
 
 
-@given(tree=mutated(sa1b_tree()))
+@given(tree=mutated(sa1b_tree(), ("images",)))
 @FUZZ
 def test_sa1b(place, tree):
     _run(place, tree, lambda root: _read_images(SplitSpec(format="sa1b", images=str(root / "images"))))
@@ -152,14 +152,14 @@ def semantic_tree(draw: st.DrawFn) -> Tree:
     return tree
 
 
-@given(tree=mutated(semantic_tree()))
+@given(tree=mutated(semantic_tree(), ("annotations.jsonl",)))
 @FUZZ
 def test_ade(place, tree):
     _run(place, tree, lambda root: _read_segments(SegmentSplit(format="ade", annotations=str(root / "annotations.jsonl"),
                                                                root=str(root))))
 
 
-@given(tree=mutated(semantic_tree()))
+@given(tree=mutated(semantic_tree(), ("images", "masks")))
 @FUZZ
 def test_folders(place, tree):
     _run(place, tree, lambda root: _read_segments(SegmentSplit(format="folders", images=str(root / "images"),
@@ -184,7 +184,7 @@ def panoptic_tree(draw: st.DrawFn) -> Tree:
     return tree
 
 
-@given(tree=mutated(panoptic_tree()))
+@given(tree=mutated(panoptic_tree(), ("images", "panoptic", "panoptic.json")))
 @FUZZ
 def test_coco_panoptic(place, tree):
     _run(place, tree, lambda root: _read_segments(SegmentSplit(format="coco_panoptic", images=str(root / "images"),
@@ -192,7 +192,7 @@ def test_coco_panoptic(place, tree):
                                                                masks=str(root / "panoptic"))))
 
 
-@given(tree=mutated(coco_json()))
+@given(tree=mutated(coco_json(), ("images", "annotations.json")))
 @FUZZ
 def test_coco_segments(place, tree):
     _run(place, tree, lambda root: _read_segments(SegmentSplit(format="coco", images=str(root / "images"),
@@ -230,7 +230,7 @@ def davis_tree(draw: st.DrawFn) -> Tree:
     return tree
 
 
-@given(tree=mutated(davis_tree()))
+@given(tree=mutated(davis_tree(), ("JPEGImages", "Annotations")))
 @FUZZ
 def test_davis(place, tree):
     _run(place, tree, lambda root: _read_videos(SplitSpec(format="davis", images=str(root / "JPEGImages"),
@@ -250,7 +250,7 @@ def sav_tree(draw: st.DrawFn) -> Tree:
     return tree
 
 
-@given(tree=mutated(sav_tree()))
+@given(tree=mutated(sav_tree(), ("JPEGImages",)))
 @FUZZ
 def test_sav(place, tree):
     _run(place, tree, lambda root: _read_videos(SplitSpec(format="sav", images=str(root / "JPEGImages"))))
@@ -327,7 +327,7 @@ def pysot_tree(draw: st.DrawFn) -> Tree:
     return tree
 
 
-@given(tree=mutated(pysot_tree()))
+@given(tree=mutated(pysot_tree(), ("crop511", "train.json")))
 @FUZZ
 def test_pysot(place, tree):
     _run(place, tree, lambda root: _read_sequences(TrackingSplitSpec(format="pysot", images=str(root / "crop511"),
