@@ -78,19 +78,22 @@ def _read_images(split: SplitSpec) -> None:
 @st.composite
 def labpics_tree(draw: st.DrawFn) -> Tree:
     tree: Tree = {}
-    for stem in draw(stems):
+    listed = draw(stems)
+    for stem in listed:
         size = draw(sizes)
         tree[f"images/{stem}{draw(image_ext)}"] = draw(image_bytes(size))
         tree[f"annotations/{stem}.png"] = draw(map_bytes(ids_map(draw, size)))
+    tree["list.txt"] = "\n".join(listed).encode()
     return tree
 
 
-@given(tree=mutated(labpics_tree(), ("images", "annotations")), channels=st.sampled_from([None, ["blue", "red"], ["green"]]))
+@given(tree=mutated(labpics_tree(), ("images", "annotations", "list.txt")),
+       channels=st.sampled_from([None, ["blue", "red"], ["green"]]), listed=st.booleans())
 @FUZZ
-def test_labpics(place, tree, channels):
+def test_labpics(place, tree, channels, listed):
     _run(place, tree, lambda root: _read_images(SplitSpec(format="labpics", images=str(root / "images"),
-                                                          annotations=str(root / "annotations"),
-                                                          map_channels=channels)))
+                                                          annotations=str(root / "annotations"), map_channels=channels,
+                                                          file_list_txt=str(root / "list.txt") if listed else None)))
 
 
 @st.composite

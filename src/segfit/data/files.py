@@ -27,6 +27,8 @@ def relative(root: str | Path, name: Any, source: str | Path) -> Path:
     if not isinstance(name, str) or not name or "\0" in name:
         raise DataError(str(source), f"file name {name!r} is not a path (a non-empty string)")
     parts = PurePosixPath(name).parts
+    if not parts or name.endswith("/.") or name == ".":
+        raise DataError(str(source), f"file name {name!r} names a folder, not a file")
     if PurePosixPath(name).is_absolute() or ".." in parts:
         raise DataError(str(source), f"file name {name!r} leaves the dataset folder {root}: names are relative to "
                                      f"it, without '..'")

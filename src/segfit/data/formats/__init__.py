@@ -98,7 +98,7 @@ def _listed(samples: dict[str, Any], list_file: str, images: str, kind: str = "i
         name = line.strip()
         if not name or name.startswith("#"):
             continue
-        stem = name if name in samples else str(PurePosixPath(name).with_suffix(""))
+        stem = name if name in samples or not PurePosixPath(name).name else str(PurePosixPath(name).with_suffix(""))
         if stem not in samples:
             raise DataError(list_file, f"line {number}: {name!r} names no {kind} of the split ({images})")
         chosen.setdefault(stem, samples[stem])

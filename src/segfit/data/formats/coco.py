@@ -59,10 +59,11 @@ def index(split: SplitSpec) -> dict[str, CocoSample]:
         per_image[ann["image_id"]].append(ann)
     samples: dict[str, CocoSample] = {}
     for image_id, entry in images.items():
+        image = within(split.images, entry["file_name"], path)
         stem = str(PurePosixPath(entry["file_name"]).with_suffix(""))
         if stem in samples:
             raise DataError(str(path), f"image {image_id}: file_name {entry['file_name']} repeats stem {stem}")
-        samples[stem] = CocoSample(within(split.images, entry["file_name"], path), path, image_id, entry["height"],
+        samples[stem] = CocoSample(image, path, image_id, entry["height"],
                                    entry["width"], tuple(per_image[image_id]))
     return samples
 
