@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import fuzz_files
 from fuzz_files import encode, png_header_only, read_guarded
 from segfit.data.formats import open_split, open_video_split
 from segfit.data.formats.segments import SegmentReader, SegmentSplit
@@ -207,3 +209,19 @@ def test_names_that_are_folders_are_errors(place, name):
                       file_list_txt=str(list_txt))
     _coco(root)
     assert read_guarded(lambda: _load_all(split), root, outside).path == str(list_txt)
+
+
+def test_the_guard_fails_reads_outside_the_dataset_and_hangs(place, monkeypatch):
+    """The fuzz tests' guard itself: a read that escapes or hangs fails, whatever it returns."""
+    root, outside = place
+    (root / "link.png").symlink_to(outside / "secret.png")
+    with pytest.raises(AssertionError, match="read outside the dataset"):
+        read_guarded(lambda: read_image(root / "link.png"), root, outside)
+    monkeypatch.setattr(fuzz_files, "TIME_LIMIT_S", 0.05)
+    with pytest.raises(fuzz_files.Hang):
+        read_guarded(lambda: time.sleep(5), root, outside)
+
+    def elsewhere() -> None:
+        raise DataError("elsewhere", "bad")
+    with pytest.raises(AssertionError, match="naming no file"):
+        read_guarded(elsewhere, root, outside)
