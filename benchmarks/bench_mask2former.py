@@ -12,8 +12,10 @@ weights, 20 classes) and the same synthetic instance images (COCO layout, ``imag
   ``model(**batch).loss``, backward, AdamW step (the example's augmentation runs in Albumentations before that; here
   both sides get the same crop size and no other augmentation cost is counted for it).
 
-Step time is the median of ``--steps`` steps after one warm-up step. ONNX: the exported graph (dynamo, eager Swin
-attention) against the PyTorch model on one image, median of ``--runs`` alternating runs. Prints one JSON line.
+Step time is the median of ``--steps`` steps after one warm-up step, in wall seconds and in the process's CPU
+seconds (``*_cpu_s``: what a step costs whatever else the machine runs; with ``OMP_NUM_THREADS=1``, which both
+sides' processes inherit, it is the compute alone). ONNX: the exported graph (dynamo, eager Swin attention) against
+the PyTorch model on one image, median of ``--runs`` alternating runs. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -49,14 +51,17 @@ def _spec(data_dir: Path, image_size: int, batch: int, *more: str) -> Any:
         f"data.augmentation.test_max_size={image_size}", "data.check_labels=false", *more])
 
 
-def _steps(step, count: int) -> list[float]:
-    times = []
+def _steps(step, count: int) -> dict[str, float]:
+    """Median wall and CPU seconds per step after one warm-up step. The CPU time (all threads of the process) is
+    what a step costs whatever else runs on the machine: on a shared machine, compare sides by it."""
+    wall, cpu = [], []
     for k in range(count + 1):
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         step(k)
         if k:
-            times.append(time.perf_counter() - started)
-    return times
+            wall.append(time.perf_counter() - started)
+            cpu.append(time.process_time() - started_cpu)
+    return {"step_s": statistics.median(wall), "step_cpu_s": statistics.median(cpu)}
 
 
 def segfit_side(data_dir: Path, image_size: int, batch: int, steps: int, queue) -> None:
@@ -78,8 +83,7 @@ def segfit_side(data_dir: Path, image_size: int, batch: int, steps: int, queue) 
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    times = _steps(step, steps)
-    queue.put({"step_s": statistics.median(times), "peak_rss_mb": peak_rss_mb()})
+    queue.put({**_steps(step, steps), "peak_rss_mb": peak_rss_mb()})
 
 
 def hf_side(data_dir: Path, image_size: int, batch: int, steps: int, queue) -> None:
@@ -116,8 +120,7 @@ def hf_side(data_dir: Path, image_size: int, batch: int, steps: int, queue) -> N
         optimizer.step()
         optimizer.zero_grad()
 
-    times = _steps(step, steps)
-    queue.put({"step_s": statistics.median(times), "peak_rss_mb": peak_rss_mb()})
+    queue.put({**_steps(step, steps), "peak_rss_mb": peak_rss_mb()})
 
 
 def onnx_latency(data_dir: Path, image_size: int, runs: int) -> dict[str, float]:
@@ -167,6 +170,7 @@ def main() -> None:
             out = run_isolated(label, side, data_dir, args.image_size, args.batch, args.steps)
             result.update({f"{label}_{key}": value for key, value in out.items()})
         result["train_speedup"] = result["hf_example_step_s"] / result["segfit_step_s"]
+        result["train_speedup_cpu"] = result["hf_example_step_cpu_s"] / result["segfit_step_cpu_s"]
         if not args.skip_onnx:
             result.update(onnx_latency(data_dir, args.image_size, args.runs))
     print(json.dumps(result))

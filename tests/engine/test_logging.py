@@ -11,7 +11,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from segfit.engine import plots, trainer
-from segfit.engine.logging import RunLog, read_records
+from segfit.engine.logging import RunLog, read_records, strict_json
 from segfit.engine.plots import render_plots
 from segfit.engine.trainer import train
 
@@ -70,6 +70,23 @@ def test_a_run_writes_agreeing_records_and_plots_and_a_resume_appends_without_du
 
     for name in ("loss.png", "metrics.png", "lr.png"):
         assert (tmp_path / "plots" / name).read_bytes()[:8] == PNG_SIGNATURE
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def test_figures_without_a_value_are_written_as_null_and_drawn_as_gaps(tmp_path):
+    """NaN (the IoU of a class absent from a split) is not JSON: strict parsers must read every line."""
+    with RunLog(tmp_path, start_step=0, max_steps=2) as log:
+        log.log({"step": 1, "split": "val", "miou": 0.5, "iou/cat": float("nan"), "iou/dog": float("inf")})
+        log.log({"step": 2, "split": "val", "miou": 0.75, "iou/cat": 0.25, "iou/dog": 1.0})
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    first = json.loads(lines[0], parse_constant=_reject_constant)
+    assert first["iou/cat"] is None and first["iou/dog"] is None and first["miou"] == 0.5
+    assert strict_json({"a": [float("nan"), 1.0]}) == '{"a": [null, 1.0]}'
+    render_plots(tmp_path)
+    assert (tmp_path / "plots" / "metrics.png").read_bytes()[:8] == PNG_SIGNATURE
 
 
 def test_csv_is_rewritten_when_a_record_brings_new_columns(tmp_path):

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from segfit.data.formats import FORMATS, VIDEO_FORMATS, open_split, open_video_split
+from segfit.data.formats.segments import SegmentReader
 from segfit.data.formats.tracking import list_sequences
 from segfit.data.records import DataError, TrackSequence
 from segfit.data.sampling import choose_clip
@@ -45,6 +46,10 @@ class _Findings(ABC):
     @abstractmethod
     def summary(self) -> str:
         """The report's first line: its counts and status (each kind of split counts other things)."""
+
+    def warn_orphans(self, paths: list[Path]) -> None:
+        """Annotation files no sample uses (an image renamed or deleted, a stem mistyped): silently lost labels."""
+        self.warnings += [(str(path), "no image of this name (orphan annotation file): never used") for path in paths]
 
     def _status(self) -> str:
         return f"{'OK' if self.ok else f'{len(self.problems)} problem(s)'}, {len(self.warnings)} warning(s)"
@@ -128,7 +133,7 @@ class SegmentCheckReport(_Findings):
                 f"{self.num_segments} segments, {seen}/{len(self.images_per_class)} classes seen: {self._status()}")
 
 
-def check_segment_split(name: str, data_format: str, open_reader: Callable[[], Any],
+def check_segment_split(name: str, data_format: str, open_reader: Callable[[], SegmentReader],
                         targets: Callable[[Any], tuple[Any, list[int]]], class_names: list[str]) -> SegmentCheckReport:
     """Load every sample and turn it into targets (never stopping at a bad one). ``open_reader()`` indexes the
     split; ``targets(record)`` → (the record's source, class indices of its targets), raising ``DataError``."""
@@ -139,6 +144,7 @@ def check_segment_split(name: str, data_format: str, open_reader: Callable[[], A
         report.problems.append((err.path, err.problem))
         return report
     report.num_images = len(reader)
+    report.warn_orphans(reader.orphan_annotations())
     for i in range(len(reader)):
         try:
             source, labels = targets(reader.load(i))
@@ -186,8 +192,7 @@ def check_split(name: str, split: SplitSpec, min_object_area: int = 1) -> CheckR
         report.problems.append((err.path, err.problem))
         return report
     report.num_images = len(reader)
-    for path in FORMATS[split.format].orphan_annotations(split):
-        report.warnings.append((str(path), "no image of this name (orphan annotation file): never used"))
+    report.warn_orphans(FORMATS[split.format].orphan_annotations(split))
     counts = []
     for i in range(len(reader)):
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,19 @@ def read_records(path: Path) -> list[dict[str, Any]]:
             if number < len(lines):
                 raise ValueError(f"{path}:{number}: not a JSON record ({error})") from error
     return records
+
+
+def strict_json(value: Any, **kwargs: Any) -> str:
+    """``json.dumps`` with NaN and infinities written as ``null``: a figure with no defined value (the IoU of a
+    class absent from both ground truth and prediction) stays readable by strict JSON parsers, which reject ``NaN``."""
+    def finite(item: Any) -> Any:
+        if isinstance(item, float) and not math.isfinite(item):
+            return None
+        if isinstance(item, dict):
+            return {key: finite(v) for key, v in item.items()}
+        return [finite(v) for v in item] if isinstance(item, (list, tuple)) else item
+
+    return json.dumps(finite(value), allow_nan=False, **kwargs)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -63,7 +77,7 @@ class RunLog:
         self.jsonl, self.csv = results_dir / METRICS_FILE, results_dir / CSV_FILE
         results_dir.mkdir(parents=True, exist_ok=True)
         self.records = [r for r in read_records(self.jsonl) if r["step"] <= start_step] if start_step else []
-        _write_atomic(self.jsonl, "".join(json.dumps(r) + "\n" for r in self.records))
+        _write_atomic(self.jsonl, "".join(strict_json(r) + "\n" for r in self.records))
         self.columns: list[str] = []
         self._write_csv()
         # purge_step hides events of an interrupted run past the resume point from TensorBoard
@@ -76,7 +90,7 @@ class RunLog:
             return
         self.records.append(record)
         with self.jsonl.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(strict_json(record) + "\n")
         for key, value in record.items():
             if key not in ("step", "split") and _is_number(value):
                 self.tensorboard.add_scalar(f"{record['split']}/{key}", value, record["step"])

@@ -20,9 +20,9 @@ COUNTS = "samples/"
 
 
 def _series(records: list[dict[str, Any]], keys: list[str]) -> dict[str, tuple[list[int], list[float]]]:
-    return {
-        key: ([r["step"] for r in records if key in r], [float(r[key]) for r in records if key in r]) for key in keys
-    }
+    """Steps and values of each key; ``null`` (a non-finite figure in the log) becomes a gap in the curve."""
+    return {key: ([r["step"] for r in records if key in r],
+                  [math.nan if r[key] is None else float(r[key]) for r in records if key in r]) for key in keys}
 
 
 def _keys(records: list[dict[str, Any]], wanted: Any) -> list[str]:

@@ -42,3 +42,27 @@ def test_training_stops_before_the_first_step_on_bad_ids(synthetic, tmp_path):
     recipe = Mask2FormerRecipe(load_spec(None, spec + [f"data.train.instance_json={bad}"]))
     with pytest.raises(DataError, match=r"(?s)data\.train: 1 of 4 label files hold ids outside.*bad\.json: ids \[77\]"):
         recipe.train_dataset()
+
+
+def test_check_warns_about_orphan_label_files(tmp_path):
+    """A panoptic PNG no JSON entry names, or a class-id PNG with no image, is a label silently lost."""
+    from segfit.data.check import check_segment_split
+    from segfit.data.formats.segments import SegmentReader, SegmentSplit
+    from segfit.data.synthetic_segments import write_synthetic_segments
+
+    panoptic = write_synthetic_segments(tmp_path / "panoptic", "panoptic", num_train=2, num_val=0, size=(32, 32),
+                                        max_objects=1)
+    stray = panoptic["train_panoptic"] / "gone_0001.png"
+    stray.write_bytes((next(panoptic["train_panoptic"].glob("*.png"))).read_bytes())
+    split = SegmentSplit("coco_panoptic", images=str(panoptic["train_images"]),
+                         annotations=str(panoptic["train_json"]), masks=str(panoptic["train_panoptic"]))
+    report = check_segment_split("train", "coco_panoptic", lambda: SegmentReader(split), lambda r: (r.source, []), [])
+    assert (str(stray), "no image of this name (orphan annotation file): never used") in report.warnings
+
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir(), masks.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(images / "a.jpg")
+    for stem in ("a", "b"):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(masks / f"{stem}.png")
+    assert SegmentReader(SegmentSplit("folders", images=str(images), masks=str(masks))).orphan_annotations() == [
+        masks / "b.png"]

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from m2f_tiny import tiny_spec_overrides
+from segfit.engine.nonfinite import batch_files
 from segfit.models.mask2former.recipe import Mask2FormerRecipe
 from segfit.models.mask2former.swin_weights import BACKBONE_PREFIX
 from segfit.spec import SpecError, load_spec
@@ -22,6 +23,14 @@ def _step(recipe, model):
     terms = recipe.training_step(model, recipe.collate([dataset[(0, 1)], dataset[(1, 2)]]))
     terms["loss"].backward()
     return {key: float(value.detach()) for key, value in terms.items()}
+
+
+def test_batches_name_their_files(recipe_for):
+    """A non-finite loss names the batch's images (the engine reads the batch's ``source`` list)."""
+    recipe = recipe_for()
+    dataset = recipe.train_dataset()
+    batch = recipe.collate([dataset[(0, 1)], dataset[(1, 2)]])
+    assert batch_files(batch) == [dataset.reader.source(0), dataset.reader.source(1)]
 
 
 def test_freeze_and_param_groups(recipe_for):

@@ -7,9 +7,11 @@ Each format is an ``index`` over its files (cheap, run once) and a ``load`` of o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Literal
 
 from segfit.data.formats import ade, coco, coco_panoptic, folders, semantic_png
+from segfit.data.image_io import natural_key, orphans
 from segfit.data.records import SegmentRecord
 from segfit.spec.schema import SplitSpec
 
@@ -69,6 +71,19 @@ class SegmentReader:
     def load(self, i: int) -> SegmentRecord:
         """Decode sample ``i``; raises ``DataError`` naming the bad file."""
         return self._load(self.samples[i])
+
+    def orphan_annotations(self) -> list[Path]:
+        """Annotation files no sample uses: a class-id PNG (``folders``) or a panoptic PNG (``coco_panoptic``) with
+        no image or no JSON entry. One-file formats (``ade``'s JSONL, ``coco``) have none: an entry naming a missing
+        file already fails ``index``."""
+        if self.split.format == "folders":
+            return orphans(self.split.masks, ".png", self.split.images)
+        if self.split.format == "coco_panoptic":
+            used = {sample.png.name for sample in self.samples}
+            return sorted((path for path in Path(self.split.masks).iterdir()
+                           if path.suffix.lower() == ".png" and path.is_file() and path.name not in used),
+                          key=lambda path: natural_key(path.name))
+        return []
 
     def ids(self, i: int) -> tuple[str, set[int]]:
         """(annotation file, class ids) of sample ``i``: its mask PNG's values, or its JSON ``category_id``s."""
