@@ -204,13 +204,21 @@ def mutated_text(draw: st.DrawFn, text: str) -> bytes:
     return draw(corrupt_bytes(data)) if draw(st.integers(0, 5)) == 0 else data
 
 
+odd_names = st.sampled_from(["00000.PNG", "١.png", "a b.jpg", ".png", "x", "0.jpg.png", "..png", "1", "7/00000.png",
+                             "00002.JPEG", "a.tif", "secret.json", "GOT-9/groundtruth.txt", "٣"]) | st.text(
+    st.characters(exclude_characters="/\0", exclude_categories=["Cs"]), min_size=1, max_size=6).filter(
+    lambda name: name not in (".", ".."))
+"""File names a dataset's maker may also use: odd suffixes and digits, hidden files, new subfolders."""
+
+
 # ---- trees ----------------------------------------------------------------------------------------------------
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
 
 
 @st.composite
 def mutated(draw: st.DrawFn, valid: st.SearchStrategy[Tree], spec: tuple[str, ...] = ()) -> Tree:
-    """A valid tree with 0–3 files broken, deleted or made symlinks out of the dataset, or folders made such links.
+    """A valid tree with 0–3 files broken, deleted, renamed, made folders or symlinks out of the dataset, or folders
+    made such links.
 
     ``spec``: the files and folders the split's spec names. The user chose those, so they may be links anywhere
     (``images -> /mnt/big/images``); they are edited or deleted, never made links.
@@ -220,11 +228,15 @@ def mutated(draw: st.DrawFn, valid: st.SearchStrategy[Tree], spec: tuple[str, ..
         name = draw(st.sampled_from(sorted(tree)))
         data, suffix = tree[name], Path(name).suffix.lower()
         folder = name.rsplit("/", 1)[0] if "/" in name else ""
-        kind = draw(st.sampled_from(["edit", "edit", "edit", "delete", "link_file", "link_folder"]))
+        kind = draw(st.sampled_from(["edit", "edit", "edit", "delete", "rename", "folder", "link_file", "link_folder"]))
         if (kind == "link_file" and name in spec) or (kind == "link_folder" and folder in spec):
             kind = "edit"
         if kind == "delete":
             del tree[name]
+        elif kind == "rename" and name not in spec:
+            tree[f"{folder}/{draw(odd_names)}".lstrip("/")] = tree.pop(name)
+        elif kind == "folder" and name not in spec:
+            tree[f"{name}/{Path(name).name}"] = tree.pop(name)
         elif kind == "link_file":
             tree[name] = Link(draw(st.sampled_from([f"{OUT}/secret{suffix}", f"../../outside/secret{suffix}",
                                                     "/dev/zero", "missing_target"])))
