@@ -127,7 +127,8 @@ def _pysot(split: TrackingSplitSpec) -> dict[str, Loader]:
             keys.sort(key=int)
             boxes = np.array([_box_wh(frames[k], anno, video, k) for k in keys], np.float64)
             boxes = np.concatenate([np.zeros_like(boxes), boxes], axis=1)  # only w, h count in a crop511 frame
-            files = [relative(folder, f"{int(k):06d}.{track}.x.jpg", anno) for k in keys]
+            relative(folder, f"0.{track}.x.jpg", anno)  # the track key is the only name of a frame file not made here
+            files = [folder / f"{int(k):06d}.{track}.x.jpg" for k in keys]
             links_contained(files, root)
             name = f"{video}/{track}"
             sequences[name] = partial(TrackSequence, name=name, source=str(folder), frames=[str(f) for f in files],
