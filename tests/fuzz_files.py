@@ -331,9 +331,9 @@ def _time_limit(seconds: float) -> Iterator[None]:
 
 def read_guarded(read: Callable[[], None], root: Path, outside: Path) -> DataError | None:
     """Run ``read``; the ``DataError`` it raised (None: it read everything). Any other exception, a hang, or a file
-    opened or folder listed under ``outside`` fails the example."""
+    opened or folder listed under ``outside`` (or ``/dev/zero``) fails the example."""
     _escapes.clear()
-    _watched[:] = [os.path.realpath(outside)]
+    _watched[:] = [os.path.realpath(outside), "/dev/zero"]  # both are link targets that ``mutated`` draws
     try:
         with _time_limit(TIME_LIMIT_S):
             read()
