@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import signal
 import struct
 import sys
@@ -216,15 +215,16 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
 
 
 @st.composite
-def mutated(draw: st.DrawFn, valid: st.SearchStrategy[Tree], spec: tuple[str, ...] = ()) -> Tree:
-    """A valid tree with 0–3 files broken, deleted, renamed, made folders or symlinks out of the dataset, or folders
-    made such links.
+def mutated(draw: st.DrawFn, valid: st.SearchStrategy[Tree], spec: tuple[str, ...] = ()) -> tuple[Tree, bool]:
+    """(A valid tree with 0–3 files broken, deleted, renamed, made folders or symlinks out of the dataset, or folders
+    made such links; whether it is still the valid tree, which must then read without error).
 
     ``spec``: the files and folders the split's spec names. The user chose those, so they may be links anywhere
     (``images -> /mnt/big/images``); they are edited or deleted, never made links.
     """
     tree = dict(draw(valid))
-    for _ in range(draw(st.integers(0, 3))):
+    edits = draw(st.integers(0, 3))
+    for _ in range(edits):
         name = draw(st.sampled_from(sorted(tree)))
         data, suffix = tree[name], Path(name).suffix.lower()
         folder = name.rsplit("/", 1)[0] if "/" in name else ""
@@ -247,7 +247,7 @@ def mutated(draw: st.DrawFn, valid: st.SearchStrategy[Tree], spec: tuple[str, ..
             tree[name] = draw(_edited(data, suffix))
         if not tree:
             break
-    return tree
+    return tree, edits == 0
 
 
 def _edited(data: bytes, suffix: str) -> st.SearchStrategy[bytes]:
@@ -279,19 +279,19 @@ def outside_files(folder: Path) -> None:
 
 
 def write_tree(tree: Tree, root: Path, outside: Path) -> None:
-    """The tree under a fresh ``root``, ``@OUT@`` replaced by ``outside``."""
-    if root.exists():
-        shutil.rmtree(root)
+    """The tree under a new folder ``root``, ``@OUT@`` replaced by ``outside``; links last, and an entry that two
+    mutations made both a file and a folder is written as the first of them."""
     root.mkdir(parents=True)
     for name, data in sorted(tree.items(), key=lambda item: isinstance(item[1], Link)):
         path = root / name
-        if isinstance(data, Link):
-            if not path.exists() and not path.is_symlink():
-                path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(data, Link):
                 path.symlink_to(data.target.replace(OUT, str(outside)))
+            else:
+                path.write_bytes(data.replace(OUT.encode(), str(outside).encode()))
+        except (FileExistsError, NotADirectoryError, IsADirectoryError):
             continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data.replace(OUT.encode(), str(outside).encode()))
 
 
 # ---- the guard ------------------------------------------------------------------------------------------------
@@ -338,7 +338,7 @@ def read_guarded(read: Callable[[], None], root: Path, outside: Path) -> DataErr
         with _time_limit(TIME_LIMIT_S):
             read()
     except DataError as err:
-        named = isinstance(err.path, str) and err.path.startswith(str(root.parent)) and err.problem
+        named = isinstance(err.path, str) and err.path.startswith(os.path.commonpath([root, outside])) and err.problem
         assert named, f"DataError naming no file of the dataset: {err!r}"
         return err
     finally:
