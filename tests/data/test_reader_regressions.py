@@ -187,10 +187,10 @@ def test_lasot_class_folder_linked_out_is_not_listed(place):
     assert err.path == str(root / "cat")
 
 
-@pytest.mark.parametrize("train_json", [None, {"v": {"00": {"000001": "box"}}}, {"v": {"00": {"²": [1, 2]}}},
+@pytest.mark.parametrize("train_json", [None, {"v": {"00": {"000001": 5}}}, {"v": {"00": {"²": [1, 2]}}},
                                         {"../../outside": {"00": {"000001": [1, 2]}}}])
 def test_pysot_json_of_the_wrong_shape_is_an_error(place, train_json):
-    # AttributeError (null), TypeError (a string box), ValueError from int("²"), a video folder outside the crops
+    # AttributeError (null), TypeError (a number for a box), ValueError from int("²"), a video folder outside the crops
     root, outside = place
     _write(root / "train.json", train_json)
     (root / "crop511").mkdir()
