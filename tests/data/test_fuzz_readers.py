@@ -43,13 +43,16 @@ image_ext = st.sampled_from([".png", ".jpg", ".bmp", ".tif"])
 
 @pytest.fixture(scope="module")
 def place(tmp_path_factory) -> Iterator[tuple[Path, Path]]:
-    """(dataset root, the folder beside it that no read may touch), reused by every example of a test. In memory
-    where Linux offers it: on a disk, removing each example's folders costs more than reading them."""
+    """(where the examples' datasets go, as ``ds<n>`` beside it; the folder beside them that no read may touch). In
+    memory where Linux offers it: on a disk, removing each example's folders costs more than reading them."""
     shm = Path("/dev/shm")
     base = Path(tempfile.mkdtemp(dir=shm)) if os.access(shm, os.W_OK) else tmp_path_factory.mktemp("fuzz")
     outside_files(base / "outside")
     yield base / "ds", base / "outside"
     shutil.rmtree(base, ignore_errors=True)
+
+
+_examples = itertools.count()
 
 
 def _run(place: tuple[Path, Path], case: tuple[Tree, bool], read: Callable[[Path], None]) -> None:
@@ -63,9 +66,6 @@ def _run(place: tuple[Path, Path], case: tuple[Tree, bool], read: Callable[[Path
     finally:
         shutil.rmtree(root)
     assert not (intact and err), f"a valid dataset did not read: {err}"
-
-
-_examples = itertools.count()
 
 
 def _rle(mask: np.ndarray, compressed: bool) -> dict:
@@ -106,10 +106,12 @@ def labpics_tree(draw: st.DrawFn, colour: bool) -> Tree:
     return tree
 
 
-@given(channels=st.shared(st.sampled_from([None, ["blue", "red"], ["green"]]), key="channels"),
-       case=st.shared(st.sampled_from([None, ["blue", "red"], ["green"]]), key="channels").flatmap(
-           lambda channels: mutated(labpics_tree(channels is not None), ("images", "annotations", "list.txt"))),
-       listed=st.booleans())
+map_channels = st.shared(st.sampled_from([None, ["blue", "red"], ["green"]]), key="map_channels")
+"""One draw per example, shared by the spec and the maps (colour maps for ``map_channels``)."""
+
+
+@given(channels=map_channels, listed=st.booleans(), case=map_channels.flatmap(
+    lambda channels: mutated(labpics_tree(channels is not None), ("images", "annotations", "list.txt"))))
 @FUZZ
 def test_labpics(place, case, channels, listed):
     _run(place, case, lambda root: _read_images(SplitSpec(format="labpics", images=str(root / "images"),
