@@ -45,6 +45,8 @@ OUT = "@OUT@"
 
 @dataclass(frozen=True)
 class Link:
+    """A symlink in a drawn tree; ``target`` may hold ``@OUT@``."""
+
     target: str
 
 
