@@ -251,6 +251,7 @@ def davis_tree(draw: st.DrawFn) -> Tree:
     for video in draw(videos):
         size = draw(sizes)
         maps = [ids_map(draw, size, 2) for _ in range(draw(st.integers(1, 3)))]
+        maps[0][0, 0] = 1  # a video with no object has no mask folder: an error
         for t, ids in enumerate(maps):
             tree[f"JPEGImages/{video}/{t:05d}.jpg"] = draw(image_bytes(size))
             if per_object:  # a folder per object that shows somewhere: one that never does is an error
