@@ -154,6 +154,17 @@ def test_sav_objects_does_not_decode_a_mask_of_the_size_the_json_claims(place):
     assert err.path == str(root / "v_manual.json") and "differs from the image" in err.problem
 
 
+def test_sav_masklet_ids_that_are_not_integers_fall_back_to_positions(place):
+    # set() of [[], 5] raised TypeError: unhashable type: 'list' before the ids' types were checked
+    root, outside = place
+    _write(root / "v" / "00000.jpg", encode(PIXELS, fmt="JPEG"))
+    rle = {"size": [3, 4], "counts": [0, 12]}
+    _write(root / "v_manual.json", {"masklet": [[rle, rle]], "masklet_id": [[], 5]})
+    reader = open_video_split(SplitSpec(format="sav", images=str(root)))
+    assert read_guarded(lambda: reader.load(0), root, outside) is None
+    assert reader.load(0).object_ids == (0, 1)
+
+
 def _got10k(root: Path, groundtruth: bytes, **files: bytes) -> TrackingSplitSpec:
     _write(root / "seq" / "00000001.jpg", encode(PIXELS, fmt="JPEG"))
     _write(root / "seq" / "groundtruth.txt", groundtruth)

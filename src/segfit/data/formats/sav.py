@@ -115,8 +115,7 @@ def _masklets(path: Path) -> _Masklets:
         raise DataError(str(path), f"masklet entries list different numbers of objects: {sorted(counts)}")
     count = counts.pop() if counts else 0
     ids = data.get("masklet_id")
-    valid_ids = isinstance(ids, list) and len(ids) == count and len(set(ids)) == count and all(
-        isinstance(i, int) for i in ids)
+    valid_ids = isinstance(ids, list) and all(isinstance(i, int) for i in ids) and len(set(ids)) == len(ids) == count
     return _Masklets(tuple(ids) if valid_ids else tuple(range(count)), tuple(entries))
 
 
