@@ -7,8 +7,10 @@ cut short decodes "successfully" in OpenCV (with a warning on stderr) or in Pill
 
 from __future__ import annotations
 
+import os
 import re
 import threading
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -16,6 +18,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageFile
 
+from segfit.data.files import contained
 from segfit.data.records import DataError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
@@ -52,12 +55,18 @@ def strict_pillow() -> Iterator[None]:
 @contextmanager
 def _decoded(path: str | Path) -> Iterator[Image.Image]:
     """The fully decoded image, closed on exit; a PNG is also CRC-checked through IEND first, which catches a
-    tail cut inside chunk data that a plain decode accepts."""
+    tail cut inside chunk data that a plain decode accepts.
+
+    An image over ``Image.MAX_IMAGE_PIXELS`` is an error, not Pillow's warning (it would then decode a bomb), and
+    any exception of a decoder is an error: Pillow's decoders raise many kinds on corrupt bytes (``OSError``,
+    ``SyntaxError``, ``struct.error``, ``IndexError``, ...), all meaning "this file is bad".
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(str(path), "file not found")
     try:
-        with strict_pillow():
+        with strict_pillow(), warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as probe:
                 if probe.format == "PNG":
                     probe.verify()
@@ -67,10 +76,23 @@ def _decoded(path: str | Path) -> Iterator[Image.Image]:
             except BaseException:
                 image.close()
                 raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise DataError(str(path), f"image over the {Image.MAX_IMAGE_PIXELS} pixels Pillow decodes safely "
+                                   f"(PIL.Image.MAX_IMAGE_PIXELS; raise it for such images): {err}") from err
+    except MemoryError:
+        raise
+    except Exception as err:
         raise DataError(str(path), f"cannot decode image ({type(err).__name__}: {err})") from err
     with image:
         yield image
+
+
+def _converted(image: Image.Image, mode: str, path: str | Path) -> np.ndarray:
+    """``image`` in ``mode`` as an array; a mode Pillow cannot convert from is an error naming the file."""
+    try:
+        return np.asarray(image.convert(mode)).copy()
+    except ValueError as err:
+        raise DataError(str(path), f"cannot convert image mode {image.mode} to {mode}: {err}") from err
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -79,15 +101,16 @@ def read_image(path: str | Path) -> np.ndarray:
     Pixels are returned as stored (EXIF orientation is not applied), so masks drawn on the stored pixels line up.
     """
     with _decoded(path) as image:
-        return rgb_array(image)
+        return rgb_array(image, path)
 
 
-def rgb_array(image: Image.Image) -> np.ndarray:
-    """A decoded Pillow image as ``read_image`` returns it (``segfit serve`` decodes uploads the same way)."""
+def rgb_array(image: Image.Image, source: str | Path) -> np.ndarray:
+    """A decoded Pillow image as ``read_image`` returns it (``segfit serve`` decodes uploads the same way);
+    ``source`` names it in the error of a mode that has no RGB conversion."""
     if image.mode in _SIXTEEN_BIT_MODES:
         grey = np.clip(np.rint(np.asarray(image) / 257.0), 0, 255).astype(np.uint8)
         return np.repeat(grey[:, :, None], 3, axis=2)
-    return np.asarray(image.convert("RGB")).copy()
+    return _converted(image, "RGB", source)
 
 
 def read_index_map(path: str | Path, channels: list[str] | None) -> np.ndarray:
@@ -108,7 +131,7 @@ def read_index_map(path: str | Path, channels: list[str] | None) -> np.ndarray:
         if image.mode not in ("RGB", "RGBA", "P"):
             raise DataError(str(path), f"map_channels {channels} needs a colour map, but this map is one-channel "
                                        f"(mode {image.mode}); set map_channels to null")
-        rgb = np.asarray(image.convert("RGB"))
+        rgb = _converted(image, "RGB", path)
     ids = rgb[:, :, PLANES[channels[0]]].astype(np.int32)
     for k, name in enumerate(channels[1:], start=1):
         plane = rgb[:, :, PLANES[name]].astype(np.int32)
@@ -131,16 +154,22 @@ def _one_channel_ids(image: Image.Image, path: str) -> np.ndarray:
     raise DataError(path, f"unsupported map mode {image.mode}; save a one-channel (8/16-bit) or palette PNG")
 
 
-def list_images(folder: str | Path) -> dict[str, Path]:
+def list_images(folder: str | Path, root: str | Path | None = None) -> dict[str, Path]:
     """Images of a folder by stem, in natural order (``sa_2`` before ``sa_10``); two images with one stem are an
-    error, since annotations are matched by stem."""
+    error, since annotations are matched by stem, and so is a symlink out of ``root`` (default: ``folder``)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(str(folder), "images folder not found")
     images: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() not in IMAGE_EXTENSIONS or not path.is_file():
+    with os.scandir(folder) as entries:
+        listed = sorted((entry for entry in entries if Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS),
+                        key=lambda entry: entry.name)
+    for entry in listed:
+        if not entry.is_file():
             continue
+        path = Path(entry.path)
+        if entry.is_symlink():
+            contained(path, root or folder)
         if path.stem in images:
             raise DataError(str(path), f"same stem as {images[path.stem].name}; annotations are matched by stem")
         images[path.stem] = path

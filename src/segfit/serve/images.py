@@ -18,7 +18,7 @@ from PIL import Image, UnidentifiedImageError
 
 from segfit.data.formats import ImageReader, open_split
 from segfit.data.image_io import rgb_array, strict_pillow
-from segfit.data.records import ImageRecord
+from segfit.data.records import DataError, ImageRecord
 from segfit.spec.schema import DataSpec
 
 UPLOAD_FORMATS = frozenset({"PNG", "JPEG", "BMP", "TIFF", "WEBP"})
@@ -70,9 +70,11 @@ def decode_upload(data: bytes, limits: Limits) -> np.ndarray:
                 raise UploadError(f"the image is {width}×{height} pixels; at most {limits.max_side} on a side is "
                                   "accepted (scale it down first)", status=413)
             image.load()
-            return rgb_array(image)
+            return rgb_array(image, "the upload")
     except UploadError:
         raise
+    except DataError as err:  # a mode with no RGB conversion
+        raise UploadError(err.problem) from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise UploadError(f"not a readable image ({type(err).__name__}: {err})") from err
 

@@ -18,6 +18,7 @@ from typing import Any, Callable, NamedTuple, Protocol, Sequence
 
 import numpy as np
 
+from segfit.data.files import read_text
 from segfit.data.formats import coco, davis, labpics, sa1b, sav
 from segfit.data.records import DataError, ImageRecord, VideoInfo, VideoRecord
 from segfit.spec.schema import SplitSpec
@@ -92,15 +93,12 @@ def open_split(split: SplitSpec, min_object_area: int = 1) -> ImageReader:
 
 def _listed(samples: dict[str, Any], list_file: str, images: str, kind: str = "image") -> dict[str, Any]:
     """The samples named in ``list_file`` (one name per line, extension optional; blanks and # comments skipped)."""
-    path = Path(list_file)
-    if not path.is_file():
-        raise DataError(list_file, "file_list_txt not found")
     chosen: dict[str, Any] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text(Path(list_file), "file_list_txt").splitlines(), start=1):
         name = line.strip()
         if not name or name.startswith("#"):
             continue
-        stem = name if name in samples else str(PurePosixPath(name).with_suffix(""))
+        stem = name if name in samples or not PurePosixPath(name).name else str(PurePosixPath(name).with_suffix(""))
         if stem not in samples:
             raise DataError(list_file, f"line {number}: {name!r} names no {kind} of the split ({images})")
         chosen.setdefault(stem, samples[stem])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from segfit.data.files import read_text, within
 from segfit.data.formats.semantic_png import SemanticSample
 from segfit.data.records import DataError
 
@@ -13,20 +14,18 @@ from segfit.data.records import DataError
 def index(annot_file: str, root_dir: str) -> list[SemanticSample]:
     """The samples of the JSONL file in line order; a bad line is a ``DataError`` naming its number."""
     path = Path(annot_file)
-    if not path.is_file():
-        raise DataError(str(path), "JSONL annotation file not found")
     root = Path(root_dir)
     samples = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text(path, "JSONL annotation file").splitlines(), start=1):
         if not line.strip():
             continue
         try:
             entry = json.loads(line)
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, RecursionError) as err:
             raise DataError(str(path), f"line {number}: invalid JSON ({err})") from err
         if not isinstance(entry, dict) or not all(isinstance(entry.get(key), str) for key in ("img", "segm")):
             raise DataError(str(path), f'line {number}: expected {{"img": "<image path>", "segm": "<mask path>"}}')
-        samples.append(SemanticSample(root / entry["img"], root / entry["segm"]))
+        samples.append(SemanticSample(*(within(root, entry[key], path) for key in ("img", "segm"))))
     if not samples:
         raise DataError(str(path), "no samples (one JSON object per line)")
     return samples

@@ -6,7 +6,6 @@ segmentations are decoded and checked when their image is loaded, so one bad ann
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from segfit.data.files import read_json, within
 from segfit.data.image_io import read_image
 from segfit.data.records import DataError, ImageRecord, SegmentRecord
 from segfit.spec.schema import SplitSpec
@@ -43,30 +43,33 @@ def index(split: SplitSpec) -> dict[str, CocoSample]:
         if not (isinstance(entry["file_name"], str) and all(isinstance(entry[k], int) and entry[k] > 0
                                                             for k in ("height", "width"))):
             raise DataError(str(path), f"images[{j}]: file_name must be a string, height and width positive integers")
+        if not isinstance(entry["id"], (int, str)):
+            raise DataError(str(path), f"images[{j}]: id must be an integer or a string, got {entry['id']!r}")
         if entry["id"] in images:
             raise DataError(str(path), f"images[{j}]: duplicate image id {entry['id']}")
         images[entry["id"]] = entry
     per_image: dict[Any, list[dict[str, Any]]] = {image_id: [] for image_id in images}
     for j, ann in enumerate(data["annotations"]):
         _require(ann, ("id", "image_id"), path, f"annotations[{j}]")
+        if not isinstance(ann.get("category_id", 0), int) or not isinstance(ann["image_id"], (int, str)):
+            raise DataError(str(path), f"annotations[{j}]: image_id must be an integer or a string, category_id an "
+                                       f"integer; got {ann['image_id']!r}, {ann.get('category_id')!r}")
         if ann["image_id"] not in per_image:
             raise DataError(str(path), f"annotation {ann['id']}: image_id {ann['image_id']} is not in images")
         per_image[ann["image_id"]].append(ann)
     samples: dict[str, CocoSample] = {}
     for image_id, entry in images.items():
+        image = within(split.images, entry["file_name"], path)
         stem = str(PurePosixPath(entry["file_name"]).with_suffix(""))
         if stem in samples:
             raise DataError(str(path), f"image {image_id}: file_name {entry['file_name']} repeats stem {stem}")
-        samples[stem] = CocoSample(Path(split.images) / entry["file_name"], path, image_id, entry["height"],
+        samples[stem] = CocoSample(image, path, image_id, entry["height"],
                                    entry["width"], tuple(per_image[image_id]))
     return samples
 
 
 def _parse(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(str(path), f"invalid JSON: {err}") from err
+    data = read_json(path)
     if not isinstance(data, dict):
         raise DataError(str(path), "top level must be an object with 'images' and 'annotations'")
     for key in ("images", "annotations"):
@@ -129,6 +132,11 @@ def _decode_polygons(polygons: list[Any], height: int, width: int) -> np.ndarray
         if (not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2
                 or not all(isinstance(v, (int, float)) for v in polygon)):
             raise ValueError(f"polygon {k} must be a flat list of an even number (≥ 6) of x, y coordinates")
+        # pycocotools rasterises in C ints: NaN draws garbage and far-off points (1e300) crash the process
+        xy = np.asarray(polygon, np.float64).reshape(-1, 2)
+        if not (np.isfinite(xy).all() and (np.abs(xy) <= 2 * np.array([width, height]) + 1).all()):
+            raise ValueError(f"polygon {k} has a coordinate that is not finite or lies more than the image's size "
+                             f"outside it ({width}×{height})")
     if not polygons:
         return np.zeros((height, width), bool)
     rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
@@ -136,12 +144,19 @@ def _decode_polygons(polygons: list[Any], height: int, width: int) -> np.ndarray
 
 
 def _decode_rle(rle: dict[str, Any], height: int, width: int) -> np.ndarray:
+    rle_runs(rle, height, width)
+    encoded = mask_utils.frPyObjects(rle, height, width) if isinstance(rle["counts"], list) else rle
+    return mask_utils.decode(encoded).astype(bool)
+
+
+def rle_runs(rle: dict[str, Any], height: int, width: int) -> np.ndarray:
+    """The checked run lengths (background first) of an RLE object of a ``height``×``width`` mask."""
     size, counts = rle["size"], rle["counts"]
     if not isinstance(size, (list, tuple)) or list(size) != [height, width]:
         raise ValueError(f"RLE size {size} differs from the image's [height, width] [{height}, {width}]")
     if isinstance(counts, list):
-        if not all(isinstance(c, int) for c in counts):
-            raise ValueError("uncompressed RLE counts must be integers")
+        if not all(isinstance(c, int) and 0 <= c <= height * width for c in counts):
+            raise ValueError(f"uncompressed RLE counts must be integers from 0 to {height * width}")
         runs = np.asarray(counts, np.int64)
     elif isinstance(counts, (str, bytes)):
         runs = _compressed_runs(counts.encode("ascii") if isinstance(counts, str) else counts)
@@ -150,8 +165,7 @@ def _decode_rle(rle: dict[str, Any], height: int, width: int) -> np.ndarray:
     # pycocotools does not check this and decodes short run lists into uninitialised memory
     if runs.sum() != height * width or (runs.size and runs.min() < 0):
         raise ValueError(f"RLE runs cover {runs.sum()} pixels, the image has {height * width}")
-    encoded = mask_utils.frPyObjects(rle, height, width) if isinstance(counts, list) else rle
-    return mask_utils.decode(encoded).astype(bool)
+    return runs
 
 
 def _compressed_runs(counts: bytes) -> np.ndarray:
@@ -169,6 +183,8 @@ def _compressed_runs(counts: bytes) -> np.ndarray:
     ends = np.flatnonzero(last)
     starts = np.concatenate([[0], ends[:-1] + 1])
     lengths = ends - starts + 1
+    if lengths.max() > 7:  # 35 bits: more than any mask has pixels, and more would overflow int64 below
+        raise ValueError("compressed RLE counts hold a number of more than 7 characters")
     position = np.arange(chars.size) - np.repeat(starts, lengths)
     values = np.add.reduceat((chars & 0x1F) << (5 * position), starts)
     values -= np.where(chars[ends] & 0x10, np.left_shift(1, 5 * lengths), 0)

@@ -3,14 +3,12 @@ PNGs whose colour encodes the segment id (id = R + 256·G + 256²·B, 0 = void),
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
-
+from segfit.data.files import read_json, within
 from segfit.data.image_io import read_image
 from segfit.data.records import DataError, SegmentRecord
 
@@ -30,22 +28,33 @@ def index(panoptic_json: str, img_dir: str, panoptic_dir: str) -> list[PanopticS
     for folder in (img_dir, panoptic_dir):
         if not Path(folder).is_dir():
             raise DataError(folder, "folder not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(str(path), f"invalid JSON: {err}") from err
+    data = read_json(path)
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations")):
         raise DataError(str(path), "expected an object with lists 'images' and 'annotations' (COCO panoptic)")
-    images = {entry.get("id"): entry for entry in data["images"] if isinstance(entry, dict)}
+    images = {entry.get("id"): entry for entry in data["images"]
+              if isinstance(entry, dict) and isinstance(entry.get("id"), (int, str))}
     samples = []
     for j, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict) or not {"image_id", "file_name", "segments_info"} <= ann.keys():
             raise DataError(str(path), f"annotations[{j}]: needs image_id, file_name and segments_info")
-        if ann["image_id"] not in images or "file_name" not in images[ann["image_id"]]:
-            raise DataError(str(path), f"annotations[{j}]: image_id {ann['image_id']} is not in images")
-        samples.append(PanopticSample(Path(img_dir) / images[ann["image_id"]]["file_name"],
-                                      Path(panoptic_dir) / ann["file_name"], tuple(ann["segments_info"])))
+        image_id = ann["image_id"]
+        if not isinstance(image_id, (int, str)) or image_id not in images or "file_name" not in images[image_id]:
+            raise DataError(str(path), f"annotations[{j}]: image_id {image_id!r} is not in images")
+        samples.append(PanopticSample(within(img_dir, images[image_id]["file_name"], path),
+                                      within(panoptic_dir, ann["file_name"], path),
+                                      _segments(ann["segments_info"], path, j)))
     return samples
+
+
+def _segments(info: Any, path: Path, j: int) -> tuple[dict[str, Any], ...]:
+    """``segments_info``: objects with integer ``id`` and ``category_id``, ids distinct."""
+    if not isinstance(info, list) or not all(isinstance(s, dict) and isinstance(s.get("id"), int)
+                                             and isinstance(s.get("category_id"), int) for s in info):
+        raise DataError(str(path), f"annotations[{j}]: segments_info must be a list of objects with integer 'id' "
+                                   f"and 'category_id'")
+    if len({s["id"] for s in info}) != len(info):
+        raise DataError(str(path), f"annotations[{j}]: segments_info repeats a segment id")
+    return tuple(info)
 
 
 def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
@@ -64,8 +73,7 @@ def load(sample: PanopticSample) -> SegmentRecord:
     image = read_image(sample.image)
     if not sample.png.is_file():
         raise DataError(str(sample.png), "panoptic PNG not found")
-    with Image.open(sample.png) as png:
-        ids = rgb_to_id(np.asarray(png.convert("RGB")))
+    ids = rgb_to_id(read_image(sample.png))
     if ids.shape != image.shape[:2]:
         raise DataError(str(sample.png), f"PNG is {ids.shape[0]}×{ids.shape[1]}, its image {sample.image} "
                                          f"{image.shape[0]}×{image.shape[1]}")

@@ -19,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
+from segfit.data.files import contained, subfolders
 from segfit.data.formats.frames import Annotation, check_every_object_appears, read_frames
 from segfit.data.image_io import list_images, natural_key, read_index_map
 from segfit.data.records import DataError, VideoInfo, VideoRecord
@@ -107,13 +108,14 @@ class DavisVideo:
         if not self.frame_dir.is_dir():
             raise DataError(str(self.frame_dir), f"frame folder of video {self.name} not found "
                                                  f"(its masks are in {self.annotation_dir})")
-        frames = list_images(self.frame_dir)
+        frames = list_images(self.frame_dir, self.frame_dir.parent)
         if not self.annotation_dir.is_dir():
             raise DataError(str(self.annotation_dir), f"mask folder of video {self.name} not found "
                                                       f"(its frames are in {self.frame_dir})")
+        root = self.annotation_dir.parent
         entries = sorted(self.annotation_dir.iterdir())
-        palette = _pngs(entries)
-        folders = [entry for entry in entries if entry.is_dir()]
+        palette = _pngs(entries, root)
+        folders = sorted(subfolders(self.annotation_dir, root))
         if palette and folders:
             raise DataError(str(self.annotation_dir), "holds both PNG masks and object folders; a video's masks are "
                                                       "either <frame>.png palette PNGs or <object id>/<frame>.png")
@@ -124,7 +126,7 @@ class DavisVideo:
                 raise DataError(str(folder), "object folders are named by integer object id (0, 1, 2, ...)")
             if int(folder.name) in objects:
                 raise DataError(str(folder), f"a second folder for object {int(folder.name)}")
-            objects[int(folder.name)] = _pngs(sorted(folder.iterdir()))
+            objects[int(folder.name)] = _pngs(sorted(folder.iterdir()), root)
             object_dirs[int(folder.name)] = folder
         for stem, png in list(palette.items()) + [item for pngs in objects.values() for item in pngs.items()]:
             if stem not in frames:
@@ -145,12 +147,14 @@ def index(split: SplitSpec) -> dict[str, DavisVideo]:
     for role, root in (("frame", Path(split.images)), ("mask", Path(split.annotations))):
         if not root.is_dir():
             raise DataError(str(root), f"folder of {role} folders (one per video) not found")
-        folders[role] = {entry.name for entry in root.iterdir() if entry.is_dir()}
+        folders[role] = {entry.name for entry in subfolders(root)}
     names = sorted(folders["frame"] | folders["mask"], key=natural_key)
     if not names:
         raise DataError(split.images, "no video folders in this folder")
     return {name: DavisVideo(name, Path(split.images) / name, Path(split.annotations) / name) for name in names}
 
 
-def _pngs(entries: list[Path]) -> dict[str, Path]:
-    return {path.stem: path for path in entries if path.suffix.lower() == ".png" and path.is_file()}
+def _pngs(entries: list[Path], root: Path) -> dict[str, Path]:
+    """The PNG files of a listing by stem, none a link out of ``root``."""
+    return {path.stem: contained(path, root) if path.is_symlink() else path
+            for path in entries if path.suffix.lower() == ".png" and path.is_file()}

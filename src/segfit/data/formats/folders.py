@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from segfit.data.formats.semantic_png import SemanticSample
+from segfit.data.files import contained
 from segfit.data.image_io import list_images
 from segfit.data.records import DataError
 
@@ -19,5 +20,5 @@ def index(images: str, masks: str) -> list[SemanticSample]:
         mask = Path(masks) / f"{stem}.png"
         if not mask.is_file():
             raise DataError(str(image), f"no mask {mask.name} in {masks}")
-        samples.append(SemanticSample(image, mask))
+        samples.append(SemanticSample(image, contained(mask, masks)))
     return samples

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segfit.data.files import contained
 from segfit.data.image_io import list_images, orphans, read_image, read_index_map
 from segfit.data.records import DataError, ImageRecord
 from segfit.spec.schema import SplitSpec
@@ -36,6 +37,7 @@ def orphan_annotations(split: SplitSpec) -> list[Path]:
 def load(sample: LabPicsSample, split: SplitSpec) -> ImageRecord:
     if not sample.map.is_file():
         raise DataError(str(sample.map), f"no annotation map for {sample.image}")
+    contained(sample.map, split.annotations)
     image = read_image(sample.image)
     ids = read_index_map(sample.map, split.map_channels)
     if ids.shape != image.shape[:2]:

@@ -6,7 +6,6 @@ go with every object below ``min_object_area``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from segfit.data.formats.coco import decode_segmentation
+from segfit.data.files import contained, read_json
 from segfit.data.image_io import list_images, orphans, read_image
 from segfit.data.records import DataError, ImageRecord
 from segfit.spec.schema import SplitSpec
@@ -40,7 +40,7 @@ def orphan_annotations(split: SplitSpec) -> list[Path]:
 
 
 def load(sample: Sa1bSample, split: SplitSpec) -> ImageRecord:
-    annotations = _annotations(sample)
+    annotations = _annotations(sample, split)
     image = read_image(sample.image)
     h, w = image.shape[:2]
     masks = []
@@ -56,13 +56,10 @@ def load(sample: Sa1bSample, split: SplitSpec) -> ImageRecord:
                        source=str(sample.image))
 
 
-def _annotations(sample: Sa1bSample) -> list[Any]:
+def _annotations(sample: Sa1bSample, split: SplitSpec) -> list[Any]:
     if not sample.json.is_file():
         raise DataError(str(sample.json), f"no annotation JSON for {sample.image}")
-    try:
-        data = json.loads(sample.json.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(str(sample.json), f"invalid JSON: {err}") from err
+    data = read_json(contained(sample.json, split.annotations or split.images))
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise DataError(str(sample.json), "missing list 'annotations' (SA-1B format)")
     return data["annotations"]

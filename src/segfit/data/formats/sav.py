@@ -11,7 +11,6 @@ its frame unannotated. The SA-V val/test PNG folders are the ``davis`` per-objec
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -19,7 +18,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from segfit.data.formats.coco import decode_segmentation
+from segfit.data.files import contained, read_json, subfolders
+from segfit.data.formats.coco import decode_segmentation, rle_runs
 from segfit.data.formats.frames import Annotation, check_every_object_appears, read_frames
 from segfit.data.image_io import list_images, natural_key
 from segfit.data.records import DataError, VideoInfo, VideoRecord
@@ -56,7 +56,7 @@ class SavVideo:
         if entry is None:
             return []
         return [object_id for object_id, rle in zip(_masklets(self.json).object_ids, entry)
-                if _decoded(rle, None, self.json, object_id).any()]
+                if _runs(rle, self.json, object_id)[1::2].any()]
 
     def load(self, frames: Sequence[int] | None = None, objects: Sequence[int] | None = None) -> VideoRecord:
         """The frames at these positions (default all) with these objects' masks (default every masklet)."""
@@ -91,7 +91,7 @@ class SavVideo:
             raise DataError(str(self.frame_dir), f"frame folder of video {self.name} not found (extract the frames "
                                                  f"of {self.name}.mp4 first: segfit data extract-frames)")
         frames: dict[int, Path] = {}
-        for stem, path in list_images(self.frame_dir).items():
+        for stem, path in list_images(self.frame_dir, self.frame_dir.parent).items():
             if not stem.isdecimal():
                 raise DataError(str(path), "SA-V frames are named by frame number (00000.jpg, 00004.jpg, ...)")
             frames[int(stem)] = path
@@ -106,12 +106,7 @@ class SavVideo:
 @lru_cache(maxsize=8)
 def _masklets(path: Path) -> _Masklets:
     """The parsed JSON; a few are kept, since a clip asks for a video's info, objects and frames in turn."""
-    if not path.is_file():
-        raise DataError(str(path), "masklet JSON (<video>_manual.json) not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(str(path), f"invalid JSON: {err}") from err
+    data = read_json(contained(path, path.parent), "masklet JSON (<video>_manual.json)")
     entries = data.get("masklet") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not all(e is None or isinstance(e, list) for e in entries):
         raise DataError(str(path), "missing list 'masklet' (per annotated frame, a list of RLEs, one per object)")
@@ -120,22 +115,29 @@ def _masklets(path: Path) -> _Masklets:
         raise DataError(str(path), f"masklet entries list different numbers of objects: {sorted(counts)}")
     count = counts.pop() if counts else 0
     ids = data.get("masklet_id")
-    valid_ids = isinstance(ids, list) and len(ids) == count and len(set(ids)) == count and all(
-        isinstance(i, int) for i in ids)
+    valid_ids = isinstance(ids, list) and all(isinstance(i, int) for i in ids) and len(set(ids)) == len(ids) == count
     return _Masklets(tuple(ids) if valid_ids else tuple(range(count)), tuple(entries))
 
 
-def _decoded(rle: Any, size: tuple[int, int] | None, path: Path, object_id: int, frame: int | None = None) -> np.ndarray:
-    """The RLE's mask, of the frame's ``size`` (None: the size the RLE states)."""
-    where = f"frame {frame}, object {object_id}" if frame is not None else f"object {object_id}"
-    if size is None:
-        size = rle.get("size") if isinstance(rle, dict) else None
-        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
-            raise DataError(str(path), f"{where}: an RLE needs 'size': [height, width] and 'counts'")
+def _decoded(rle: Any, size: tuple[int, int], path: Path, object_id: int, frame: int) -> np.ndarray:
+    """The RLE's mask, of the frame's ``size``."""
     try:
         return decode_segmentation(rle, *size)
     except ValueError as err:
-        raise DataError(str(path), f"{where}: {err}") from err
+        raise DataError(str(path), f"frame {frame}, object {object_id}: {err}") from err
+
+
+def _runs(rle: Any, path: Path, object_id: int) -> np.ndarray:
+    """The RLE's checked runs at the size it states: whether an object shows, without decoding a mask of a size
+    that only the JSON vouches for."""
+    size = rle.get("size") if isinstance(rle, dict) else None
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)
+            and "counts" in rle):
+        raise DataError(str(path), f"object {object_id}: an RLE needs 'size': [height, width] and 'counts'")
+    try:
+        return rle_runs(rle, *size)
+    except ValueError as err:
+        raise DataError(str(path), f"object {object_id}: {err}") from err
 
 
 def index(split: SplitSpec) -> dict[str, SavVideo]:
@@ -145,7 +147,7 @@ def index(split: SplitSpec) -> dict[str, SavVideo]:
     for role, root in (("frame folders", images), ("masklet JSON files", annotations)):
         if not root.is_dir():
             raise DataError(str(root), f"folder of {role} not found")
-    names = {entry.name for entry in images.iterdir() if entry.is_dir()}
+    names = {entry.name for entry in subfolders(images)}
     names |= {entry.name[:-len(SUFFIX)] for entry in annotations.iterdir() if entry.name.endswith(SUFFIX)}
     if not names:
         raise DataError(split.images, f"no video folders or *{SUFFIX} files")
