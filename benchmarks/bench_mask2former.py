@@ -9,8 +9,9 @@ weights, 20 classes) and the same synthetic instance images (COCO layout, ``imag
   terms from transformers' loss), backward, gradient clipping, AdamW with the backbone group, as the engine runs them;
 - ``hf_example``: what ``examples/pytorch/instance-segmentation/run_instance_segmentation_no_trainer.py`` does per
   step: ``Mask2FormerImageProcessor`` on an instance map + ``instance_id_to_semantic_id`` (its collate),
-  ``model(**batch).loss``, backward, AdamW step (the example's augmentation runs in Albumentations before that; here
-  both sides get the same crop size and no other augmentation cost is counted for it).
+  ``model(**batch).loss``, backward, AdamW step. The example augments in Albumentations before that; here its
+  samples get segfit's resize / crop / flip with the same draws, so both sides train on identical images and masks
+  (the number of masks decides much of the loss's cost).
 
 Step time is the median of ``--steps`` steps after one warm-up step, in wall seconds and in the process's CPU
 seconds (``*_cpu_s``: what a step costs whatever else the machine runs; with ``OMP_NUM_THREADS=1``, which both
@@ -89,29 +90,33 @@ def segfit_side(data_dir: Path, image_size: int, batch: int, steps: int, queue) 
 def hf_side(data_dir: Path, image_size: int, batch: int, steps: int, queue) -> None:
     from transformers import Mask2FormerForUniversalSegmentation, Mask2FormerImageProcessor
 
-    from segfit.data.formats.segments import SegmentReader, SegmentSplit
     from segfit.models.mask2former.build import hf_config
+    from segfit.models.mask2former.dataset import train_transform
+    from segfit.models.mask2former.recipe import Mask2FormerRecipe
 
     torch.manual_seed(0)
     spec = _spec(data_dir, image_size, batch)
+    recipe = Mask2FormerRecipe(spec)  # only for the reader, label map and augmentation: the same samples as segfit
+    reader, aug = recipe.reader(spec.data.train), spec.data.augmentation
     model = Mask2FormerForUniversalSegmentation(hf_config(spec.model, [str(k) for k in range(CLASSES)])).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.train.optim.base_lr)
     # the example's settings: background 0 → ignore, instance ids 1..N mapped to category ids (1-based → 0-based)
     processor = Mask2FormerImageProcessor(do_resize=False, ignore_index=255, do_reduce_labels=True)
-    reader = SegmentReader(SegmentSplit("coco", images=str(data_dir / "train" / "images"),
-                                        annotations=str(data_dir / "train" / "annotations.json")))
 
-    def example(i: int) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
-        record = reader.load(i % len(reader))
-        instance_map = np.zeros(record.size, np.int64)
-        for n, mask in enumerate(record.masks, start=1):
+    def example(i: int, seed: int) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
+        """Sample ``i`` augmented as segfit's item ``(i, seed)`` is (the example's Albumentations resize / crop /
+        flip, here the same draws), as the example's dataset gives it: an instance map and its class per id."""
+        record = reader.load(i)
+        targets = recipe.labels.targets(record, spec.model.mode)
+        image, masks = train_transform(record.image, targets.masks, aug, seed)
+        instance_map = np.zeros(masks.shape[1:], np.int64)
+        for n, mask in enumerate(masks.numpy(), start=1):
             instance_map[mask] = n
-        crop = (slice(0, image_size), slice(0, image_size))  # the example crops in Albumentations beforehand
-        return (record.image[crop], instance_map[crop],
-                {n: int(c) for n, c in enumerate(record.category_ids, start=1)})
+        return (image.permute(1, 2, 0).numpy(), instance_map,
+                {n: int(label) + 1 for n, label in enumerate(targets.labels, start=1)})
 
     def step(k: int) -> None:
-        items = [example(k * batch + i) for i in range(batch)]
+        items = [example((k * batch + i) % len(reader), k * batch + i) for i in range(batch)]
         inputs = processor(images=[i[0] for i in items], segmentation_maps=[i[1] for i in items],
                            instance_id_to_semantic_id=[i[2] for i in items], return_tensors="pt")
         loss = model(pixel_values=inputs["pixel_values"], mask_labels=inputs["mask_labels"],
