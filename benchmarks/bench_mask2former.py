@@ -1,6 +1,6 @@
 """Mask2Former Swin-T: segfit's training step against the transformers example's loop, and ONNX Runtime against PyTorch.
 
-    python benchmarks/bench_mask2former.py [--image-size 384] [--batch 2] [--steps 4] [--runs 5] [--skip-onnx]
+    python benchmarks/bench_mask2former.py [--image-size 384] [--batch 2] [--steps 4] [--runs 5] [--skip-onnx] [--skip-train]
 
 Training, each side in a fresh process (its own peak memory), on the same model (Swin-T, 100 queries, random
 weights, 20 classes) and the same synthetic instance images (COCO layout, ``image-size``² after cropping):
@@ -161,6 +161,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--skip-onnx", action="store_true")
+    parser.add_argument("--skip-train", action="store_true")
     args = parser.parse_args()
     from segfit.data.synthetic import write_synthetic_images
 
@@ -171,11 +172,12 @@ def main() -> None:
                                size=size, max_objects=5)
         result: dict[str, Any] = {"benchmark": "mask2former_swin_t", "image_size": args.image_size,
                                   "batch": args.batch, "device": "cpu", "threads": torch.get_num_threads()}
-        for label, side in (("segfit", segfit_side), ("hf_example", hf_side)):
-            out = run_isolated(label, side, data_dir, args.image_size, args.batch, args.steps)
-            result.update({f"{label}_{key}": value for key, value in out.items()})
-        result["train_speedup"] = result["hf_example_step_s"] / result["segfit_step_s"]
-        result["train_speedup_cpu"] = result["hf_example_step_cpu_s"] / result["segfit_step_cpu_s"]
+        if not args.skip_train:
+            for label, side in (("segfit", segfit_side), ("hf_example", hf_side)):
+                out = run_isolated(label, side, data_dir, args.image_size, args.batch, args.steps)
+                result.update({f"{label}_{key}": value for key, value in out.items()})
+            result["train_speedup"] = result["hf_example_step_s"] / result["segfit_step_s"]
+            result["train_speedup_cpu"] = result["hf_example_step_cpu_s"] / result["segfit_step_cpu_s"]
         if not args.skip_onnx:
             result.update(onnx_latency(data_dir, args.image_size, args.runs))
     print(json.dumps(result))
