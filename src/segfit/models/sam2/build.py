@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import nn
 from transformers import (
     Sam2Config,
     Sam2HieraDetConfig,
@@ -185,11 +186,30 @@ def _build(model, checkpoint: str | Path | None):
     from segfit.models.sam2.weights import load_sam2_weights
 
     if checkpoint is None:
+        init_like_reference(model)
         share_fourier_matrix(model)
     else:
         load_sam2_weights(model, checkpoint)
     model.starting_checkpoint = None if checkpoint is None else Path(checkpoint)
     return model
+
+
+REFERENCE_INIT_LAYERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)
+"""Layers whose random weights the reference leaves to PyTorch's defaults (it adds no initialisation of its own)."""
+
+
+def init_like_reference(model: Sam2Model | Sam2VideoModel) -> None:
+    """Redraw the random weights as Meta's reference model draws them: PyTorch's default initialisation (uniform
+    linear and convolution weights of scale 1/√fan_in, N(0, 1) embeddings), not Hugging Face's N(0, 0.02).
+
+    The scale decides whether a model trained from random weights learns to use its prompts: from Hugging Face's
+    small weights the ``test`` size's decoder, even given features that tell every object apart, settles on one
+    mask for every click of an image and stays there; from the reference's it follows the click within a few
+    hundred steps (README, "The demo").
+    """
+    for module in model.modules():
+        if isinstance(module, REFERENCE_INIT_LAYERS):
+            module.reset_parameters()
 
 
 def share_fourier_matrix(model: Sam2Model | Sam2VideoModel) -> None:
