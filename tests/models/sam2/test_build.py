@@ -69,10 +69,10 @@ def test_test_size_trains_fast_at_256():
     assert parameter_count(model) < 1_000_000
 
 
-def test_random_weights_are_drawn_as_the_reference_draws_them():
+def test_reference_random_init_draws_as_the_reference_does():
     """PyTorch's defaults (the reference adds no initialisation of its own), not Hugging Face's N(0, 0.02): from those
     small weights the demo's decoder learned one mask for every click (README, "The demo")."""
-    model = build_sam2("test", image_size=256)
+    model = build_sam2("test", image_size=256, random_init="reference")
     tokens = model.mask_decoder.mask_tokens.weight  # N(0, 1): 128 draws give a std within ±0.2 of 1
     assert 0.8 < tokens.std().item() < 1.2
     linear = model.mask_decoder.transformer.layers[0].self_attn.q_proj.weight  # uniform(±1/√fan_in): std 0.58/√fan_in
