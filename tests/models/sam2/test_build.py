@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from transformers import Sam2VideoInferenceSession
@@ -65,6 +67,17 @@ def test_test_size_trains_fast_at_256():
     assert trunk_grad is not None and trunk_grad.abs().sum() > 0
     assert decoder_grad is not None and decoder_grad.abs().sum() > 0
     assert parameter_count(model) < 1_000_000
+
+
+def test_reference_random_init_draws_as_the_reference_does():
+    """PyTorch's defaults (the reference adds no initialisation of its own), not Hugging Face's N(0, 0.02): from those
+    small weights the demo's decoder learned one mask for every click (README, "The demo")."""
+    model = build_sam2("test", image_size=256, random_init="reference")
+    tokens = model.mask_decoder.mask_tokens.weight  # N(0, 1): 128 draws give a std within ±0.2 of 1
+    assert 0.8 < tokens.std().item() < 1.2
+    linear = model.mask_decoder.transformer.layers[0].self_attn.q_proj.weight  # uniform(±1/√fan_in): std 0.58/√fan_in
+    bound = 1 / math.sqrt(linear.shape[1])
+    assert linear.abs().max().item() <= bound and linear.std().item() > 0.5 * bound
 
 
 @pytest.mark.parametrize("image_size", [256, 288, 512])

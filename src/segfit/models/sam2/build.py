@@ -14,8 +14,10 @@ attention, memory encoder and object pointers, at any multiple-of-32 resolution.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import torch
+from torch import nn
 from transformers import (
     Sam2Config,
     Sam2HieraDetConfig,
@@ -26,6 +28,9 @@ from transformers import (
     Sam2VideoModel,
     Sam2VisionConfig,
 )
+
+RandomInit = Literal["transformers", "reference"]
+"""How random weights are drawn: Hugging Face's ``_init_weights``, or ``init_like_reference``."""
 
 SIZES = ("test", "tiny", "small", "base_plus", "large")
 VERSIONS = ("2.0", "2.1")
@@ -163,33 +168,58 @@ def _sub_configs(size: str, version: str, image_size: int, heads: dict) -> dict:
 
 
 def build_sam2(
-    size: str, version: str = "2.1", image_size: int = 1024, checkpoint: str | Path | None = None
+    size: str, version: str = "2.1", image_size: int = 1024, checkpoint: str | Path | None = None,
+    random_init: RandomInit = "transformers",
 ) -> Sam2Model:
-    """A ``Sam2Model`` with random weights, or with ``checkpoint`` (any kind ``load_sam2_weights`` reads).
+    """A ``Sam2Model`` with random weights (drawn as ``random_init`` says), or with ``checkpoint`` (any kind
+    ``load_sam2_weights`` reads).
 
     Video tensors in ``checkpoint`` are skipped. The model remembers ``checkpoint`` as ``starting_checkpoint``:
     the official export takes the video modules from it (see ``segfit.models.sam2.export``).
     """
-    return _build(Sam2Model(sam2_config(size, version, image_size)), checkpoint)
+    return _build(Sam2Model(sam2_config(size, version, image_size)), checkpoint, random_init)
 
 
 def build_sam2_video(
-    size: str, version: str = "2.1", image_size: int = 1024, checkpoint: str | Path | None = None
+    size: str, version: str = "2.1", image_size: int = 1024, checkpoint: str | Path | None = None,
+    random_init: RandomInit = "transformers",
 ) -> Sam2VideoModel:
-    """A ``Sam2VideoModel`` with random weights, or with a complete ``checkpoint`` (image and video tensors)."""
-    return _build(Sam2VideoModel(sam2_video_config(size, version, image_size)), checkpoint)
+    """A ``Sam2VideoModel`` with random weights (drawn as ``random_init`` says), or with a complete ``checkpoint``
+    (image and video tensors)."""
+    return _build(Sam2VideoModel(sam2_video_config(size, version, image_size)), checkpoint, random_init)
 
 
-def _build(model, checkpoint: str | Path | None):
+def _build(model, checkpoint: str | Path | None, random_init: RandomInit):
     # weights → convert → this module (for the size table), so weights is imported at use.
     from segfit.models.sam2.weights import load_sam2_weights
 
     if checkpoint is None:
+        if random_init == "reference":
+            init_like_reference(model)
         share_fourier_matrix(model)
     else:
         load_sam2_weights(model, checkpoint)
     model.starting_checkpoint = None if checkpoint is None else Path(checkpoint)
     return model
+
+
+REFERENCE_INIT_LAYERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)
+"""Layers whose random weights the reference leaves to PyTorch's defaults (it adds no initialisation of its own)."""
+
+
+def init_like_reference(model: Sam2Model | Sam2VideoModel) -> None:
+    """Redraw the random weights as Meta's reference model draws them: PyTorch's default initialisation (uniform
+    linear and convolution weights of scale 1/√fan_in, N(0, 1) embeddings), not Hugging Face's N(0, 0.02).
+
+    The scale decides whether a model trained from random weights learns to use its prompts: from Hugging Face's
+    small weights the ``test`` size's decoder settled on one mask for every click of an image, even when given
+    features that tell every object apart, and was still there after 600–800 steps; from the reference's it
+    followed the click within a few hundred (README, "The demo"). Hugging Face's stays the default: tests pin
+    behaviours of random models drawn that way.
+    """
+    for module in model.modules():
+        if isinstance(module, REFERENCE_INIT_LAYERS):
+            module.reset_parameters()
 
 
 def share_fourier_matrix(model: Sam2Model | Sam2VideoModel) -> None:

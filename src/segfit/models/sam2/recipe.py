@@ -76,7 +76,7 @@ class Sam2Recipe:
     # ---- model -------------------------------------------------------------------------------------------
     def build_model(self) -> Sam2Model:
         m = self.spec.model
-        return self._prepared(build_sam2(m.size, m.version, m.image_size, checkpoint=m.checkpoint))
+        return self._prepared(build_sam2(m.size, m.version, m.image_size, m.checkpoint, m.random_init))
 
     def _prepared(self, model: Sam2Model) -> Sam2Model:
         """Adapters, frozen parts and activation checkpointing as ``model`` asks."""

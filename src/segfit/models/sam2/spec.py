@@ -51,6 +51,9 @@ class Sam2ModelSpec(ModelSpec):
     ``memory``: the video model's memory attention, memory encoder and object pointers (video training only)."""
     multimask_output: bool = True
     """Predict 3 masks for single-click prompts and train the best one (as the official trainer)."""
+    random_init: Literal["transformers", "reference"] = "transformers"
+    """Without ``checkpoint``: random weights drawn as Hugging Face draws them (N(0, 0.02)) or as Meta's reference
+    does (PyTorch's defaults), from which a model trained from scratch learns to follow its prompts (README, "The demo")."""
     lora: Sam2LoraSpec = field(default_factory=Sam2LoraSpec)
     activation_checkpointing: bool = False
     """Recompute the image-encoder (Hiera) blocks in the backward pass instead of keeping their activations: less

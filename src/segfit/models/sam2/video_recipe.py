@@ -45,7 +45,7 @@ class Sam2VideoRecipe(Sam2Recipe):
 
     def build_model(self) -> Sam2VideoModel:
         m = self.spec.model
-        return self._prepared(build_sam2_video(m.size, m.version, m.image_size, checkpoint=m.checkpoint))
+        return self._prepared(build_sam2_video(m.size, m.version, m.image_size, m.checkpoint, m.random_init))
 
     def _split_dataset(self, split: MixSpec, data: DataSpec) -> Dataset:
         """Clips of ``split``: its own length and object count, or the defaults of its kind (an image split gives
