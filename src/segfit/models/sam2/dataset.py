@@ -99,9 +99,10 @@ class Sam2ClipDataset(_ReaderSamples):
             raise RuntimeError(f"no usable training clip: none of the {len(self.reader)} videos gives one")
         clip = augment_clip(clip, video.augment, seed + 1)
         valid = None if clip.ignore is None else ~clip.ignore
+        masks = resize_masks(clip.masks.reshape(-1, *clip.size), self.image_size)  # all frames' objects in one call
         return {
             "frames": preprocess_frames(clip.frames, self.image_size),
-            "masks": resize_masks(clip.masks.reshape(-1, *clip.size), self.image_size).unflatten(0, clip.masks.shape[:2]),
+            "masks": masks.unflatten(0, clip.masks.shape[:2]),
             "valid": None if valid is None else resize_masks(valid, self.image_size),
             "source": clip.source,
         }

@@ -100,7 +100,7 @@ def enable_activation_checkpointing(model: Sam2Model | Sam2VideoModel) -> None:
     The blocks are transformers ``GradientCheckpointingLayer``s, but ``Sam2PreTrainedModel`` does not declare
     ``supports_gradient_checkpointing``, so the flag is set on the backbone alone: this checkpoints the image-encoder
     blocks (not the mask decoder's, which are cheap). The memory attention's attention maps and feed-forward
-    activations, with their dropout masks, are a video step's largest after the encoder's (``docs/speed.md``); its
+    activations, with their dropout masks, are a video step's largest after the encoder's (``docs/video.md``); its
     flag is read by ``video.py``, which calls it. Non-reentrant checkpointing restores the RNG state, so dropout
     (LoRA dropout included) draws the same masks when recomputing, and gradients equal those without it.
     Active only in training mode with gradients on; a frozen encoder without adapters has nothing to recompute.

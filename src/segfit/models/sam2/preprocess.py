@@ -21,7 +21,8 @@ STD = (0.229, 0.224, 0.225)
 _MEAN, _STD = (torch.tensor(v).view(-1, 1, 1) for v in (MEAN, STD))
 
 
-def preprocess_image(image: np.ndarray | torch.Tensor, image_size: int, out: torch.Tensor | None = None) -> torch.Tensor:
+def preprocess_image(image: np.ndarray | torch.Tensor, image_size: int,
+                     out: torch.Tensor | None = None) -> torch.Tensor:
     """H×W×3 uint8 RGB → 3×S×S float32, ImageNet-normalised (written into ``out`` when given).
 
     Same order as the reference: scale to [0, 1] first, then a bilinear antialiased resize of the *float*
