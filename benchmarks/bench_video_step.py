@@ -8,8 +8,9 @@ Both: tiny with random weights, every part trained, 4-frame clips with 2 objects
 other frames tracked from memory (the prompt kind and frame plan fixed so both do the same work), loss on every
 frame and step (focal 20, dice 1, IoU 1, object score 1), backward, gradient clipping to 0.1, AdamW. The step time
 is the median over ``--steps`` steps after one warm-up, each side's data loading excluded; peak RSS is the
-process's. segfit runs once more with ``model.activation_checkpointing`` (the image encoder's blocks recomputed). Targets (issue 9): ≤ 0.8× the official step time and ≤ 0.7× its peak memory. Needs Meta's ``training``
-package (installed with ``sam2``) and its imports (``make bench-video`` installs them).
+process's. segfit runs once more with ``model.activation_checkpointing`` (the image encoder's blocks and the
+memory attention recomputed). Targets (issue 9): ≤ 0.8× the official step time and ≤ 0.7× its peak memory. Needs
+Meta's ``training`` package (installed with ``sam2``) and its imports (``make bench-video`` installs them).
 """
 
 from __future__ import annotations

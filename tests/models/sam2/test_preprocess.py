@@ -13,6 +13,7 @@ from segfit.models.sam2.preprocess import (
     boxes_to_model,
     masks_to_original,
     points_to_model,
+    preprocess_frames,
     preprocess_image,
     resize_masks,
 )
@@ -55,6 +56,13 @@ def test_downscale_is_antialiased_float_resize():
 def test_torch_input_matches_numpy_input():
     image = random_image(64, 48)
     assert torch.equal(preprocess_image(image, 256), preprocess_image(torch.from_numpy(image), 256))
+
+
+@pytest.mark.parametrize("size", [256, 48])  # resized, and already at the model size (no resize)
+def test_frames_written_in_place_equal_frames_one_by_one(size):
+    """Same kernels on the same numbers: only the output buffer differs."""
+    frames = np.stack([random_image(48, 48, seed) for seed in range(3)])
+    assert torch.equal(preprocess_frames(frames, size), torch.stack([preprocess_image(f, size) for f in frames]))
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,15 @@
 """segfit's batched, differentiable clip forward (``video.py``) against transformers' own video inference, and the
 clip training episode built on it (``video_episode.py``)."""
 
+from copy import deepcopy
+
 import pytest
 import torch
 from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
 
 from segfit.models.sam2 import video_episode
 from segfit.models.sam2.build import build_sam2_video
+from segfit.models.sam2.peft import enable_activation_checkpointing
 from segfit.models.sam2.spec import Sam2LossSpec, Sam2PromptSpec
 from segfit.models.sam2.video import FramePrompts, Memory, clip_features, remember, track_clip, track_frame
 
@@ -133,8 +136,9 @@ def test_clip_episode_trains_every_frame_and_step(model, frames, masks, monkeypa
     planned = []
     plan = video_episode.plan_frames
     monkeypatch.setattr(video_episode, "plan_frames", lambda *a: planned.append(plan(*a)) or planned[-1])
-    calls = []
-    handle = model.mask_decoder.register_forward_hook(lambda *_: calls.append(1))
+    calls, memories = [], []
+    handles = [model.mask_decoder.register_forward_hook(lambda *_: calls.append(1)),
+               model.memory_encoder.register_forward_hook(lambda *_: memories.append(1))]
     model.train()
     try:
         torch.manual_seed(3)
@@ -146,13 +150,40 @@ def test_clip_episode_trains_every_frame_and_step(model, frames, masks, monkeypa
         (init, to_correct), = planned
         # a decoder call per frame and correction step for all objects (mask-prompted frames: one for the pointer)
         assert len(calls) == FRAMES + 2 * len(to_correct)
+        assert len(memories) == FRAMES - 1  # no frame reads the last frame's memory
         assert (kind == "mask") == (to_correct == []) and init[0] == 0 and set(init) <= set(to_correct or init)
         assert all(torch.isfinite(v) for v in terms.values())
         assert model.get_parameter("memory_encoder.projection.weight").grad.abs().sum() > 0
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
         model.zero_grad()
         model.eval()
+
+
+def test_activation_checkpointing_recomputes_the_memory_attention_with_equal_gradients(model, frames, masks):
+    """Same loss and gradients (≤1e-6) with and without; the memory attention (dropout on) runs twice per tracked
+    frame with checkpointing: forward and recompute."""
+    prompts = Sam2PromptSpec(prob_click=1.0, prob_box=0.0, prob_mask=0.0, num_correction_clicks=1)
+    gt = torch.stack([masks.roll(4 * t, dims=-1) for t in range(FRAMES)])
+    results = []
+    for checkpointing in (False, True):
+        copy = deepcopy(model).train()
+        if checkpointing:
+            enable_activation_checkpointing(copy)
+        calls = []
+        copy.memory_attention.register_forward_pre_hook(lambda *_: calls.append(1))  # recomputing stops early
+        torch.manual_seed(3)
+        terms = video_episode.clip_episode(copy, clip_features(copy, frames[:, None], True), gt,
+                                           torch.zeros(2, dtype=torch.long), None, prompts, Sam2LossSpec())
+        terms["loss"].backward()
+        results.append((terms["loss"], {n: p.grad for n, p in copy.named_parameters()}, len(calls)))
+    (loss, grads, calls), (loss_ckpt, grads_ckpt, calls_ckpt) = results
+    assert calls_ckpt == 2 * calls > 0
+    assert torch.equal(loss_ckpt, loss)  # the forward pass is the same code on the same numbers
+    assert grads["memory_attention.layers.0.linear1.weight"].abs().sum() > 0
+    for name, grad in grads.items():  # recomputing runs the same kernels (equal so far; gradients up to 3)
+        torch.testing.assert_close(grads_ckpt[name], grad, rtol=0, atol=1e-6, msg=name)
 
 
 def test_a_two_frame_clip_given_whole_as_masks_has_nothing_to_train(model, frames, masks, monkeypatch):

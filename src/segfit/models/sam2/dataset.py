@@ -13,7 +13,7 @@ from segfit.data.records import DataError, ImageRecord
 from segfit.data.safe import SafeReader
 from segfit.data.sampling import sample_clip
 from segfit.data.transforms import augment, augment_clip, select_objects
-from segfit.models.sam2.preprocess import preprocess_image, resize_masks
+from segfit.models.sam2.preprocess import preprocess_frames, preprocess_image, resize_masks
 from segfit.spec.schema import DataSpec
 
 
@@ -99,9 +99,10 @@ class Sam2ClipDataset(_ReaderSamples):
             raise RuntimeError(f"no usable training clip: none of the {len(self.reader)} videos gives one")
         clip = augment_clip(clip, video.augment, seed + 1)
         valid = None if clip.ignore is None else ~clip.ignore
+        masks = resize_masks(clip.masks.reshape(-1, *clip.size), self.image_size)  # all frames' objects in one call
         return {
-            "frames": torch.stack([preprocess_image(frame, self.image_size) for frame in clip.frames]),
-            "masks": torch.stack([resize_masks(masks, self.image_size) for masks in clip.masks]),
+            "frames": preprocess_frames(clip.frames, self.image_size),
+            "masks": masks.unflatten(0, clip.masks.shape[:2]),
             "valid": None if valid is None else resize_masks(valid, self.image_size),
             "source": clip.source,
         }

@@ -13,7 +13,7 @@ import copy
 
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.tuners_utils import BaseTunerLayer
-from transformers import Sam2Model
+from transformers import Sam2Model, Sam2VideoModel
 
 from segfit.models.sam2.spec import Sam2LoraSpec, Sam2ModelSpec
 
@@ -93,15 +93,20 @@ def merge_lora(model: Sam2Model) -> Sam2Model:
     return merged
 
 
-def enable_activation_checkpointing(model: Sam2Model) -> None:
-    """Recompute each Hiera block's activations in the backward pass instead of keeping them.
+def enable_activation_checkpointing(model: Sam2Model | Sam2VideoModel) -> None:
+    """Recompute each Hiera block's activations in the backward pass instead of keeping them, and in a video model
+    the memory attention's too.
 
     The blocks are transformers ``GradientCheckpointingLayer``s, but ``Sam2PreTrainedModel`` does not declare
     ``supports_gradient_checkpointing``, so the flag is set on the backbone alone: this checkpoints the image-encoder
-    blocks only (not the mask decoder's, which are cheap). Non-reentrant checkpointing restores the RNG state, so
-    dropout (LoRA dropout included) draws the same masks when recomputing, and gradients equal those without it.
+    blocks (not the mask decoder's, which are cheap). The memory attention's attention maps and feed-forward
+    activations, with their dropout masks, are a video step's largest after the encoder's (``docs/video.md``); its
+    flag is read by ``video.py``, which calls it. Non-reentrant checkpointing restores the RNG state, so dropout
+    (LoRA dropout included) draws the same masks when recomputing, and gradients equal those without it.
     Active only in training mode with gradients on; a frozen encoder without adapters has nothing to recompute.
     """
     backbone = model.vision_encoder.backbone
     backbone.supports_gradient_checkpointing = True
     backbone.activation_checkpointing_enable({"use_reentrant": False})
+    if isinstance(model, Sam2VideoModel):
+        model.memory_attention.gradient_checkpointing = True

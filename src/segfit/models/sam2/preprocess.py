@@ -8,6 +8,8 @@ prompt encoder itself adds +0.5 to move onto pixel centres (as the reference doe
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -16,14 +18,17 @@ from torchvision.transforms import functional as TF
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
+_MEAN, _STD = (torch.tensor(v).view(-1, 1, 1) for v in (MEAN, STD))
 
 
-def preprocess_image(image: np.ndarray | torch.Tensor, image_size: int) -> torch.Tensor:
-    """H×W×3 uint8 RGB → 3×S×S float32, ImageNet-normalised.
+def preprocess_image(image: np.ndarray | torch.Tensor, image_size: int,
+                     out: torch.Tensor | None = None) -> torch.Tensor:
+    """H×W×3 uint8 RGB → 3×S×S float32, ImageNet-normalised (written into ``out`` when given).
 
     Same order as the reference: scale to [0, 1] first, then a bilinear antialiased resize of the *float*
     tensor (torchvision ``Resize`` default), then normalise. Resizing uint8 or with PIL differs by about one
-    grey level, which moves mask logits by ~1e-2.
+    grey level, which moves mask logits by ~1e-2. Normalising writes into a tensor this function made (or
+    ``out``): torchvision's ``normalize`` would copy it first.
     """
     pixels = torch.tensor(image) if isinstance(image, np.ndarray) else image  # copy: decoded arrays may be read-only
     if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != torch.uint8:
@@ -31,7 +36,16 @@ def preprocess_image(image: np.ndarray | torch.Tensor, image_size: int) -> torch
     chw = pixels.permute(2, 0, 1).float().div(255.0)
     if chw.shape[-2:] != (image_size, image_size):  # at the same size the resize is the identity: skip its cost
         chw = TF.resize(chw, [image_size, image_size], interpolation=InterpolationMode.BILINEAR, antialias=True)
-    return TF.normalize(chw, list(MEAN), list(STD))
+    return torch.sub(chw, _MEAN, out=chw if out is None else out).div_(_STD)
+
+
+def preprocess_frames(frames: Sequence[np.ndarray], image_size: int) -> torch.Tensor:
+    """T frames H×W×3 uint8 → T×3×S×S float32, each as ``preprocess_image``, written straight into one tensor (a
+    clip of 8 frames at 1024² is 100 MB: stacking per-frame tensors would copy it once more)."""
+    out = torch.empty((len(frames), 3, image_size, image_size))
+    for frame, slot in zip(frames, out):
+        preprocess_image(frame, image_size, out=slot)
+    return out
 
 
 def resize_masks(masks: torch.Tensor | np.ndarray, image_size: int) -> torch.Tensor:

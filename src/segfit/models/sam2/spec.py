@@ -56,8 +56,9 @@ class Sam2ModelSpec(ModelSpec):
     does (PyTorch's defaults), from which a model trained from scratch learns to follow its prompts (README, "The demo")."""
     lora: Sam2LoraSpec = field(default_factory=Sam2LoraSpec)
     activation_checkpointing: bool = False
-    """Recompute the image-encoder (Hiera) blocks in the backward pass instead of keeping their activations: less
-    memory when the encoder trains (fully or through LoRA), at the price of a second forward pass through them."""
+    """Recompute the image-encoder (Hiera) blocks, and in video training the memory attention, in the backward pass
+    instead of keeping their activations: less memory when they train (fully or through LoRA), at the price of a
+    second forward pass through them."""
 
     def __post_init__(self) -> None:
         if self.image_size < 256 or self.image_size % 32:  # the FPN adds stride-32 features upsampled ×2 to stride-16 ones

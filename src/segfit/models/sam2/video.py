@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 from transformers import Sam2VideoModel
 
 from segfit.models.sam2.attention import variable_shape_attention
@@ -273,12 +274,20 @@ def _condition_on_memory(model: Sam2VideoModel, top: Tensor, top_pos: Tensor, me
         tokens.append(pointer_tokens)
         positions.append(pointer_positions)
         num_pointer_tokens = len(pointer_tokens)
-    attended = model.memory_attention(
-        current_vision_features=_sequence(top), current_vision_position_embeddings=_sequence(top_pos),
-        memory=torch.cat(tokens), memory_posision_embeddings=torch.cat(positions),
-        num_object_pointer_tokens=num_pointer_tokens,
+    attended = _attend(
+        model.memory_attention, current_vision_features=_sequence(top),
+        current_vision_position_embeddings=_sequence(top_pos), memory=torch.cat(tokens),
+        memory_posision_embeddings=torch.cat(positions), num_object_pointer_tokens=num_pointer_tokens,
     )  # (1, N, h·w, C)
     return attended[0].transpose(1, 2).reshape(n, channels, h, w)
+
+
+def _attend(attention: torch.nn.Module, **inputs: Tensor | int) -> Tensor:
+    """The memory attention, recomputed in the backward pass when its ``gradient_checkpointing`` flag is set
+    (``peft.enable_activation_checkpointing``); non-reentrant, so dropout redraws the same masks."""
+    if getattr(attention, "gradient_checkpointing", False) and attention.training and torch.is_grad_enabled():
+        return checkpoint(attention, use_reentrant=False, **inputs)
+    return attention(**inputs)
 
 
 def _pointer_inputs(model: Sam2VideoModel, memory: Memory, frame: int,

@@ -56,7 +56,8 @@ def clip_episode(model: Sam2VideoModel, features: ClipFeatures, gt: Tensor, clip
     init, to_correct = plan_frames(num_frames, kind, num_init_cond_frames, num_frames_to_correct)
     low_size = tuple(features.high_res[0][0].shape[-2:])
     memory, terms, last_terms = Memory(), [], []
-    for frame in init + [t for t in range(num_frames) if t not in init]:
+    order = init + [t for t in range(num_frames) if t not in init]
+    for frame in order:
         frame_valid = None if valid is None else valid[frame][clip_index]
         targets = MaskTargets(gt[frame], frame_valid, low_size, loss.resolution, loss.num_points,
                               loss.oversample_ratio, loss.importance_sample_ratio)
@@ -73,7 +74,8 @@ def clip_episode(model: Sam2VideoModel, features: ClipFeatures, gt: Tensor, clip
                                   initial=frame in init, conditioned=out.conditioned)
                 terms.append(_terms(out, targets, weights, loss))
         last_terms.append(terms[-1])
-        remember(model, features, frame, clip_index, memory, out, conditioning=frame in init or frame in to_correct)
+        if frame != order[-1]:  # no frame reads the last one's memory
+            remember(model, features, frame, clip_index, memory, out, conditioning=frame in init or frame in to_correct)
     return {**total_losses(terms, gt.shape[1], weights), "iou": mean_iou(last_terms)}
 
 

@@ -22,7 +22,7 @@ from segfit.data.extract import extract_frames
 from segfit.data.image_io import list_images, read_image, read_index_map, save_index_png
 from segfit.data.records import DataError, stack_frames
 from segfit.models.sam2.predict import merge_box_into_points
-from segfit.models.sam2.preprocess import boxes_to_model, masks_to_original, points_to_model, preprocess_image
+from segfit.models.sam2.preprocess import boxes_to_model, masks_to_original, points_to_model, preprocess_frames
 from segfit.models.sam2.spec import Sam2Spec
 from segfit.models.sam2.video import FramePrompts, clip_features, track_clip
 from segfit.visualize import overlay
@@ -40,7 +40,7 @@ def track_video(model: Sam2VideoModel, frames: np.ndarray, prompts: FramePrompts
     """Logits (T, N, H, W) at the original size of the N objects ``prompts`` gives on frame 0 (model frame, on the
     model's device), for ``frames`` T×H×W×3 uint8."""
     device = next(model.parameters()).device
-    pixels = torch.stack([preprocess_image(frame, image_size) for frame in frames]).to(device)
+    pixels = preprocess_frames(frames, image_size).to(device)
     features = clip_features(model, pixels[:, None], encoder_grad=False, frames_per_call=FRAMES_PER_CALL)
     num_objects = len(prompts.masks if prompts.masks is not None else prompts.points)
     outputs = track_clip(model, features, torch.zeros(num_objects, dtype=torch.long, device=device), prompts)
