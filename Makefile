@@ -44,6 +44,7 @@ demo: $(STAMP)
 
 # a tiny panoptic Mask2Former on synthetic data (configs/mask2former_demo.yaml; docs/mask2former.md)
 demo-mask2former: $(STAMP)
+	rm -rf runs/mask2former_demo
 	$(BIN)/segfit data synth --kind panoptic --out data/synth_panoptic
 	$(BIN)/segfit data check -e configs/mask2former_demo.yaml
 	$(BIN)/segfit train -e configs/mask2former_demo.yaml
