@@ -115,19 +115,19 @@ def create_app(segmenter: Segmenter, catalog: ImageCatalog, videos: VideoCatalog
 
 
 def _record(catalog: ImageCatalog, id: str) -> ImageRecord:
-    try:
-        return catalog.get(id)
-    except KeyError as err:
-        raise HTTPException(404, f"image: no image with id {id!r} (uploads are kept for a while only)") from err
-    except DataError as err:
-        raise HTTPException(422, str(err)) from err
+    return _lookup(catalog, id, f"image: no image with id {id!r} (uploads are kept for a while only)")
 
 
 def _video(videos: VideoCatalog, id: str) -> VideoRecord:
+    return _lookup(videos, id, f"video: no video with id {id!r}")
+
+
+def _lookup(catalog: ImageCatalog | VideoCatalog, id: str, unknown: str) -> Any:
+    """``catalog.get(id)``: an id it never gave is a 404 saying ``unknown``, a file that fails to read a 422."""
     try:
-        return videos.get(id)
+        return catalog.get(id)
     except KeyError as err:
-        raise HTTPException(404, f"video: no video with id {id!r}") from err
+        raise HTTPException(404, unknown) from err
     except DataError as err:
         raise HTTPException(422, str(err)) from err
 
