@@ -13,7 +13,7 @@ import threading
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Collection, Iterator
 
 import numpy as np
 from PIL import Image, ImageFile
@@ -181,9 +181,13 @@ def list_images(folder: str | Path, root: str | Path | None = None) -> dict[str,
 def orphans(folder: str | Path, suffix: str, images: str | Path) -> list[Path]:
     """Files of ``folder`` ending in ``suffix`` (any case) whose stem names no image of ``images``: annotations of
     images that are gone or misnamed, which a reader matching by stem never sees."""
-    stems = list_images(images).keys()
+    return unused_files(folder, suffix, list_images(images).keys())
+
+
+def unused_files(folder: str | Path, suffix: str, used_stems: Collection[str]) -> list[Path]:
+    """Files of ``folder`` ending in ``suffix`` (any case) whose stem is not in ``used_stems``, in natural order."""
     return sorted((path for path in Path(folder).iterdir()
-                   if path.suffix.lower() == suffix and path.is_file() and path.stem not in stems),
+                   if path.suffix.lower() == suffix and path.is_file() and path.stem not in used_stems),
                   key=lambda path: natural_key(path.name))
 
 

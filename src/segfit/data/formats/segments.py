@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from segfit.data.formats import ade, coco, coco_panoptic, folders, semantic_png
-from segfit.data.image_io import natural_key, orphans
+from segfit.data.image_io import orphans, unused_files
 from segfit.data.records import SegmentRecord
 from segfit.spec.schema import SplitSpec
 
@@ -79,10 +79,7 @@ class SegmentReader:
         if self.split.format == "folders":
             return orphans(self.split.masks, ".png", self.split.images)
         if self.split.format == "coco_panoptic":
-            used = {sample.png.name for sample in self.samples}
-            return sorted((path for path in Path(self.split.masks).iterdir()
-                           if path.suffix.lower() == ".png" and path.is_file() and path.name not in used),
-                          key=lambda path: natural_key(path.name))
+            return unused_files(self.split.masks, ".png", {sample.png.stem for sample in self.samples})
         return []
 
     def ids(self, i: int) -> tuple[str, set[int]]:
