@@ -4,16 +4,18 @@ uvicorn server on a free loopback port, in this process (so tests reach the same
 import pytest
 import torch
 
-from segfit.data.synthetic import write_synthetic_images
+from segfit.data.synthetic import write_synthetic_images, write_synthetic_videos
 from segfit.models.sam2.predict import Sam2Predictor
 from segfit.serve.app import create_app
 from segfit.serve.images import ImageCatalog, Limits
 from segfit.serve.server import running
 from segfit.serve.session import Segmenter
+from segfit.serve.video_upload import VideoLimits
+from segfit.serve.videos import VideoCatalog
 from segfit.spec import load_spec
 from segfit.tasks.serve import served_models
 
-from serve_helpers import SIZE, perturbed_weights
+from serve_helpers import FRAMES, SIZE, perturbed_weights
 
 
 @pytest.fixture(scope="package")
@@ -40,6 +42,29 @@ def server(serve_spec):
     app = create_app(Segmenter(served_models(serve_spec), serve_spec.inference.multimask_output), catalog)
     with running(app) as url:
         yield url, app
+
+
+VIDEO_LIMITS = VideoLimits(max_bytes=300_000, max_frames=6, max_side=200, max_uploads=2)
+"""Small limits for video uploads (the generated videos are 160×120)."""
+
+
+@pytest.fixture(scope="package")
+def video_server(tmp_path_factory):
+    """``(base_url, app, spec)`` of a server with two tiny video models on generated DAVIS-layout videos."""
+    root = tmp_path_factory.mktemp("serve_video")
+    paths = write_synthetic_videos(root / "data", num_train=1, num_val=1, num_frames=FRAMES, max_objects=2, seed=3)
+    spec = load_spec(None, [
+        "model.name=sam2", "model.size=test", f"model.image_size={SIZE}", f"results_dir={root / 'run'}",
+        f"model.checkpoint={perturbed_weights(root / 'base.safetensors', 3, video=True)}",
+        f"inference.checkpoint={perturbed_weights(root / 'tuned.safetensors', 4, video=True)}",
+        "data.train.format=davis", f"data.train.images={paths['train_images']}",
+        f"data.train.annotations={paths['train_annotations']}",
+        "data.val.format=davis", f"data.val.images={paths['val_images']}", f"data.val.annotations={paths['val_annotations']}",
+    ])
+    app = create_app(Segmenter(served_models(spec), True), ImageCatalog.from_spec(spec.data, 1),
+                     VideoCatalog.from_spec(spec.data, VIDEO_LIMITS))
+    with running(app) as url:
+        yield url, app, spec
 
 
 SCORE_GAP = 1e-4

@@ -20,6 +20,9 @@ from segfit.models.sam2.build import build_sam2, build_sam2_video
 
 SIZE = 256
 
+FRAMES = 4
+"""Frames of each generated dataset video."""
+
 LOGIT_MARGIN = 1e-5
 """The server's predictor and the test's run the same code in other threads of one process (same kernels, same
 thread pool): logits agree to ≤ 1e-7 here; pixels this close to 0 are left out of mask comparisons."""

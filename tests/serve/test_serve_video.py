@@ -11,44 +11,18 @@ import pytest
 import torch
 from PIL import Image
 
-from segfit.data.synthetic import write_synthetic_videos
 from segfit.models.sam2.video_inference import first_frame_prompts, track_video
-from segfit.serve.app import create_app
-from segfit.serve.images import ImageCatalog
-from segfit.serve.server import running
-from segfit.serve.session import Segmenter
-from segfit.serve.videos import VideoCatalog
-from segfit.spec import load_spec
-from segfit.tasks.serve import served_models
 
 from assertions import assert_same_masks
-from serve_helpers import LOGIT_MARGIN, SIZE, call, chromium_page, needs_chromium, perturbed_weights, png_mask
-
-FRAMES = 4
-
-
-@pytest.fixture(scope="module")
-def video_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve_video")
-    paths = write_synthetic_videos(root / "data", num_train=1, num_val=1, num_frames=FRAMES, max_objects=2, seed=3)
-    spec = load_spec(None, [
-        "model.name=sam2", "model.size=test", f"model.image_size={SIZE}", f"results_dir={root / 'run'}",
-        f"model.checkpoint={perturbed_weights(root / 'base.safetensors', 3, video=True)}",
-        f"inference.checkpoint={perturbed_weights(root / 'tuned.safetensors', 4, video=True)}",
-        "data.train.format=davis", f"data.train.images={paths['train_images']}",
-        f"data.train.annotations={paths['train_annotations']}",
-        "data.val.format=davis", f"data.val.images={paths['val_images']}", f"data.val.annotations={paths['val_annotations']}",
-    ])
-    app = create_app(Segmenter(served_models(spec), True), ImageCatalog.from_spec(spec.data, 1), VideoCatalog.from_spec(spec.data))
-    with running(app) as url:
-        yield url, app, spec
+from serve_helpers import FRAMES, LOGIT_MARGIN, SIZE, call, chromium_page, needs_chromium, png_mask
 
 
 def test_info_lists_the_videos_with_their_frame_counts(video_server):
     url, _, _ = video_server
     info = call(f"{url}/api/info")[1]
-    assert info["videos"] == [{"id": "val/0", "name": "val: video_000", "frames": FRAMES},
-                              {"id": "train/0", "name": "train: video_000", "frames": FRAMES}]
+    data = [v for v in info["videos"] if not v["id"].startswith("upload/")]  # uploads come first, if any
+    assert data == [{"id": "val/0", "name": "val: video_000", "frames": FRAMES},
+                    {"id": "train/0", "name": "train: video_000", "frames": FRAMES}]
     assert info["images"] == []  # video splits are not offered as images
 
 
@@ -98,6 +72,8 @@ def test_the_page_tracks_from_a_prompted_frame_and_scrubs(video_server, tmp_path
     ys, xs = np.nonzero(app.state.videos.get("val/0").masks[1, 0])
     x, y = int(np.median(xs)), int(np.median(ys))
     with chromium_page(url, tmp_path / "profile") as page:
+        page.select_option("#image-select", "video:val/0")  # the list starts with uploads, when other tests made some
+        page.wait_for_function("window.segfit.video && window.segfit.video.id === 'val/0'")
         page.locator("#scrub").fill("1")
         page.wait_for_function("window.segfit.video.t === 1")
         page.locator('.panel[data-model="base"] canvas').click(position={"x": x + 0.5, "y": y + 0.5})

@@ -214,7 +214,12 @@ def save_index_png(path: str | Path, index_map: np.ndarray) -> Path:
     the indices, viewers show the DAVIS colours."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    png = Image.fromarray(index_map.astype(np.uint8))
-    png.putpalette(davis_palette())  # makes it a palette ("P") image
-    png.save(path)
+    palette_image(index_map).save(path)
     return path
+
+
+def palette_image(index_map: np.ndarray) -> Image.Image:
+    """The palette image ``save_index_png`` writes, for writers that save it elsewhere (a zip entry)."""
+    image = Image.fromarray(index_map.astype(np.uint8))
+    image.putpalette(davis_palette())  # makes it a palette ("P") image
+    return image

@@ -10,7 +10,7 @@ import base64
 import io
 import json
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, AsyncIterator
 from urllib.parse import unquote
 
 import numpy as np
@@ -24,11 +24,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from segfit.data.records import DataError, ImageRecord, VideoRecord
-from segfit.metrics.coco_masks import encode as rle_encode
+from segfit.serve.coco import coco_json
 from segfit.serve.images import ImageCatalog, UploadError, mib
 from segfit.serve.prompts import Prompt, PromptError
 from segfit.serve.session import Answer, Segmenter
-from segfit.serve.videos import MAX_PROPAGATED_FRAMES, VideoCatalog, track
+from segfit.serve.track_download import TrackStore, masks_zip
+from segfit.serve.videos import MAX_PROPAGATED_FRAMES, UPLOAD_FILE, VideoCatalog, track
 
 STATIC = Path(__file__).parent / "static"
 
@@ -40,14 +41,19 @@ def create_app(segmenter: Segmenter, catalog: ImageCatalog, videos: VideoCatalog
     """The page for ``segmenter``'s models on ``catalog``'s images (and ``videos``, with video models);
     ``app.state`` holds them (tests reach them)."""
     videos = videos or VideoCatalog({})
+    tracked = TrackStore()
+    video_models = all(m.video is not None for m in segmenter.models)
+    video_limits = videos.limits
 
     def info(request: Request) -> JSONResponse:
         return JSONResponse({
             "models": [{"name": m.name, "weights": m.weights} for m in segmenter.models],
             "images": [{"id": e.id, "name": e.name, "has_gt": e.has_gt} for e in catalog.entries()],
-            "videos": videos.entries() if all(m.video is not None for m in segmenter.models) else [],
+            "videos": videos.entries() if video_models else [],
             "limits": {"max_bytes": catalog.limits.max_bytes, "max_side": catalog.limits.max_side,
-                       "max_tracked_frames": MAX_PROPAGATED_FRAMES},
+                       "max_tracked_frames": MAX_PROPAGATED_FRAMES,
+                       "video": {"max_bytes": video_limits.max_bytes, "max_frames": video_limits.max_frames,
+                                 "max_side": video_limits.max_side} if video_models else None},
         })
 
     def image(request: Request) -> Response:
@@ -93,8 +99,32 @@ def create_app(segmenter: Segmenter, catalog: ImageCatalog, videos: VideoCatalog
             tracks = await run_in_threadpool(track, segmenter.models, video, start, prompt, segmenter.lock)
         except PromptError as err:
             raise HTTPException(400, str(err)) from err
-        return JSONResponse({"start": start, "results": [
+        track_id = tracked.add(video.source, video.frame_names[start:start + len(tracks[0].masks)], tracks)
+        return JSONResponse({"start": start, "track": track_id, "results": [
             {"model": t.model, "ious": t.ious, "ms": t.ms, "masks_png": [mask_png(m) for m in t.masks]} for t in tracks]})
+
+    async def video_upload(request: Request) -> JSONResponse:
+        if not video_models:
+            raise HTTPException(400, "video: the served models are image models (the spec's data has no videos), "
+                                     "so videos cannot be tracked here")
+        try:
+            with videos.upload_folder() as folder:
+                await _save_limited(request, video_limits.max_bytes, folder / UPLOAD_FILE)
+                name = unquote(request.headers.get("x-file-name", ""))
+                return JSONResponse(await run_in_threadpool(videos.add_upload, folder, name))
+        except UploadError as err:
+            raise HTTPException(err.status, str(err)) from err
+
+    def video_masks(request: Request) -> Response:
+        track_id, model = request.query_params.get("track", ""), request.query_params.get("model", "")
+        try:
+            kept = tracked.get(track_id)
+        except KeyError as err:
+            raise HTTPException(404, f"track: no track with id {track_id!r} (the newest few are kept)") from err
+        if model not in kept.masks:
+            raise HTTPException(404, f"model: no model {model!r} in this track ({', '.join(kept.masks)})")
+        headers = {"Content-Disposition": f'attachment; filename="{kept.video}_{model}_masks.zip"'}
+        return Response(masks_zip(kept, model), media_type="application/zip", headers=headers)
 
     def index(request: Request) -> FileResponse:
         return FileResponse(STATIC / "index.html")
@@ -108,9 +138,11 @@ def create_app(segmenter: Segmenter, catalog: ImageCatalog, videos: VideoCatalog
         Route("/api/coco", coco, methods=["POST"]),
         Route("/api/video/frame", video_frame),
         Route("/api/video/track", video_track, methods=["POST"]),
+        Route("/api/video/upload", video_upload, methods=["POST"]),
+        Route("/api/video/masks", video_masks),
         Mount("/static", StaticFiles(directory=STATIC)),
     ], exception_handlers={HTTPException: _error_json})
-    app.state.segmenter, app.state.catalog, app.state.videos = segmenter, catalog, videos
+    app.state.segmenter, app.state.catalog, app.state.videos, app.state.tracked = segmenter, catalog, videos, tracked
     return app
 
 
@@ -140,17 +172,27 @@ async def _json_body(request: Request) -> Any:
 
 
 async def _read_limited(request: Request, max_bytes: int) -> bytes:
+    return b"".join([chunk async for chunk in _limited_chunks(request, max_bytes)])
+
+
+async def _save_limited(request: Request, max_bytes: int, path: Path) -> None:
+    """The body written to ``path`` as it arrives: a video need not fit in memory."""
+    with open(path, "wb") as file:
+        async for chunk in _limited_chunks(request, max_bytes):
+            file.write(chunk)
+
+
+async def _limited_chunks(request: Request, max_bytes: int) -> AsyncIterator[bytes]:
     """The body, refused as soon as it passes ``max_bytes`` (declared or sent) instead of after reading it all."""
     too_large = HTTPException(413, f"the request is larger than the {mib(max_bytes)} allowed here")
     if int(request.headers.get("content-length") or 0) > max_bytes:
         raise too_large
-    chunks, size = [], 0
+    size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > max_bytes:
             raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
+        yield chunk
 
 
 async def _answers(request: Request, segmenter: Segmenter,
@@ -180,24 +222,6 @@ def png_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG", compress_level=1)  # level 1: masks compress well enough, fast
     return buffer.getvalue()
-
-
-def coco_json(file_name: str, hw: tuple[int, int], prompt: Prompt, answers: list[Answer]) -> dict[str, Any]:
-    """One COCO image with one annotation per model (compressed RLE); ``model``, ``score`` and the prompt are extra
-    keys that COCO readers ignore."""
-    annotations = []
-    for i, answer in enumerate(answers, start=1):
-        ys, xs = np.nonzero(answer.mask)
-        bbox = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)] if len(xs) else [0, 0, 0, 0]
-        annotations.append({"id": i, "image_id": 1, "category_id": 1, "segmentation": rle_encode(answer.mask),
-                            "area": int(answer.mask.sum()), "bbox": bbox, "iscrowd": 0, "model": answer.model,
-                            "score": answer.score})
-    return {
-        "images": [{"id": 1, "file_name": file_name, "height": hw[0], "width": hw[1]}],
-        "categories": [{"id": 1, "name": "object"}],
-        "annotations": annotations,
-        "prompt": {"points": prompt.points, "labels": prompt.labels, "box": prompt.box},
-    }
 
 
 async def _error_json(request: Request, err: Exception) -> JSONResponse:

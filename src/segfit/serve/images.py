@@ -57,18 +57,32 @@ def mib(num_bytes: int) -> str:
     return f"{num_bytes / 2**20:.3g} MiB"
 
 
+def check_bytes(num_bytes: int, max_bytes: int) -> None:
+    """Refuses a file over ``max_bytes`` (uploads, and the frames of a zip from its directory before reading)."""
+    if num_bytes > max_bytes:
+        raise UploadError(f"the file is {mib(num_bytes)}; uploads are limited to {mib(max_bytes)}", status=413)
+
+
+def check_side(width: int, height: int, max_side: int, what: str = "image") -> None:
+    """Refuses an image or video larger than ``max_side`` on a side, from the size its header declares."""
+    if max(width, height) > max_side:
+        raise UploadError(f"the {what} is {width}×{height} pixels; at most {max_side} on a side is accepted "
+                          "(scale it down first)", status=413)
+
+
+def display_name(client_name: str, default: str) -> str:
+    """The client's file name as the page shows it: its last component, cut to 80 characters (never a path)."""
+    return PurePath(client_name.replace("\\", "/")).name[:80] or default
+
+
 def decode_upload(data: bytes, limits: Limits) -> np.ndarray:
     """H×W×3 uint8 RGB of an uploaded file, or ``UploadError`` saying what is wrong with it."""
-    if len(data) > limits.max_bytes:
-        raise UploadError(f"the file is {mib(len(data))}; uploads are limited to {mib(limits.max_bytes)}", status=413)
+    check_bytes(len(data), limits.max_bytes)
     try:
         with strict_pillow(), Image.open(io.BytesIO(data)) as image:  # strict: a truncated file is an error
             if image.format not in UPLOAD_FORMATS:
                 raise UploadError(f"{image.format} images are not accepted; send {', '.join(sorted(UPLOAD_FORMATS))}")
-            width, height = image.size
-            if max(width, height) > limits.max_side:
-                raise UploadError(f"the image is {width}×{height} pixels; at most {limits.max_side} on a side is "
-                                  "accepted (scale it down first)", status=413)
+            check_side(*image.size, limits.max_side)
             image.load()
             return rgb_array(image, "the upload")
     except UploadError:
@@ -109,7 +123,7 @@ class ImageCatalog:
 
     def add_upload(self, data: bytes, client_name: str) -> Entry:
         image = decode_upload(data, self.limits)
-        file_name = PurePath(client_name.replace("\\", "/")).name[:80] or "image"  # shown, never opened
+        file_name = display_name(client_name, "image")
         record = ImageRecord(image, np.zeros((0, *image.shape[:2]), bool), file_name)
         name = f"upload: {file_name}"
         with self._lock:
