@@ -1,11 +1,13 @@
 """What the ``segfit serve`` tests share besides fixtures: test-size weights, HTTP calls, mask PNGs."""
 
 import base64
+import dataclasses
 import io
 import json
 import shutil
 import urllib.error
 import urllib.request
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -17,6 +19,7 @@ import torch
 from PIL import Image
 
 from segfit.models.sam2.build import build_sam2, build_sam2_video
+from segfit.models.sam2.video_inference import first_frame_prompts, track_video
 
 SIZE = 256
 
@@ -41,6 +44,13 @@ def perturbed_weights(path: Path, seed: int, video: bool = False) -> Path:
     return path
 
 
+def inference_track(spec: Any, video_model: torch.nn.Module, frames: np.ndarray, points: list, labels: list) -> torch.Tensor:
+    """(T, H, W) logits that ``segfit inference`` tracks through ``frames`` from clicks on the first."""
+    inference = dataclasses.replace(spec, inference=dataclasses.replace(spec.inference, points=points, labels=labels))
+    prompts = first_frame_prompts(inference, frames.shape[1:3], torch.device("cpu"))
+    return track_video(video_model, frames, prompts, SIZE)[:, 0]
+
+
 def call(url: str, body: bytes | dict | None = None, headers: dict | None = None) -> tuple[int, dict]:
     """Status and JSON answer of a GET (no body) or POST (a dict is sent as JSON)."""
     data = json.dumps(body).encode() if isinstance(body, dict) else body
@@ -50,6 +60,50 @@ def call(url: str, body: bytes | dict | None = None, headers: dict | None = None
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read())
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=60) as response:
+        return response.read()
+
+
+def write_mp4(path: Path, frames: np.ndarray) -> Path:
+    """T×H×W×3 RGB frames as an MPEG-4 video, by OpenCV (which the server decodes uploads with)."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (frames.shape[2], frames.shape[1]))
+    assert writer.isOpened()
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def read_mp4(path: Path) -> np.ndarray:
+    """The frames of a video file as OpenCV decodes them (lossy: a video's frames are the decoder's, not the
+    writer's), RGB."""
+    import cv2
+
+    capture, frames = cv2.VideoCapture(str(path)), []
+    while (read := capture.read())[0]:
+        frames.append(cv2.cvtColor(read[1], cv2.COLOR_BGR2RGB))
+    capture.release()
+    return np.stack(frames)
+
+
+def zip_bytes(entries: dict[str, np.ndarray | bytes]) -> bytes:
+    """A zip of these entries: arrays as PNGs, bytes as they are."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, content in entries.items():
+            archive.writestr(name, content if isinstance(content, bytes) else png_bytes(content))
+    return buffer.getvalue()
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def png_mask(b64: str) -> torch.Tensor:

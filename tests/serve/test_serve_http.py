@@ -9,7 +9,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from assertions import assert_same_masks
-from serve_helpers import LOGIT_MARGIN, call, png_mask
+from serve_helpers import LOGIT_MARGIN, call, png_bytes, png_mask
 
 
 SCORE_ATOL = 1e-5
@@ -21,12 +21,6 @@ def inside_point(mask: np.ndarray) -> list[float]:
     ys, xs = np.nonzero(mask)
     i = np.argsort(xs + ys * mask.shape[1])[len(xs) // 2]
     return [float(xs[i]) + 0.5, float(ys[i]) + 0.5]
-
-
-def png_upload(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def test_info_lists_both_models_and_the_dataset_images(server):
@@ -113,7 +107,7 @@ def test_bad_prompts_get_a_message_naming_the_key(server, body, status, words):
 def test_uploads_are_segmented_without_ground_truth_and_their_names_never_become_paths(server, tmp_path):
     url, app = server
     image = np.random.default_rng(0).integers(0, 256, (90, 70, 3), dtype=np.uint8)
-    status, entry = call(f"{url}/api/upload", png_upload(image), {"X-File-Name": "..%2F..%2Fevil%20name.png"})
+    status, entry = call(f"{url}/api/upload", png_bytes(image), {"X-File-Name": "..%2F..%2Fevil%20name.png"})
     assert status == 200 and entry == {"id": entry["id"], "name": "upload: evil name.png"}
     assert entry["id"].startswith("upload/")
     assert np.array_equal(app.state.catalog.get(entry["id"]).image, image)
@@ -136,7 +130,7 @@ def test_uploads_past_the_limits_are_refused_with_the_limit(server):
     url, _ = server  # conftest.LIMITS: 200 000 bytes, 512 pixels a side
     status, answer = call(f"{url}/api/upload", b"\0" * 300_000, {})
     assert status == 413 and "the request is larger than the 0.191 MiB allowed here" in answer["error"]
-    wide = png_upload(np.zeros((10, 600, 3), np.uint8))
+    wide = png_bytes(np.zeros((10, 600, 3), np.uint8))
     status, answer = call(f"{url}/api/upload", wide, {})
     assert status == 413 and "600×10 pixels; at most 512 on a side" in answer["error"]
     status, answer = call(f"{url}/api/upload", b"GIF89a not really", {})
@@ -145,7 +139,7 @@ def test_uploads_past_the_limits_are_refused_with_the_limit(server):
 
 def test_only_the_newest_uploads_are_kept(server):
     url, _ = server  # conftest.LIMITS keeps 2
-    ids = [call(f"{url}/api/upload", png_upload(np.full((20, 20, 3), i, np.uint8)), {})[1]["id"] for i in range(3)]
+    ids = [call(f"{url}/api/upload", png_bytes(np.full((20, 20, 3), i, np.uint8)), {})[1]["id"] for i in range(3)]
     status, answer = call(f"{url}/api/predict", {"image": ids[0], "points": [[5, 5]], "labels": [1]})
     assert status == 404 and "uploads are kept for a while only" in answer["error"]
     assert call(f"{url}/api/predict", {"image": ids[2], "points": [[5, 5]], "labels": [1]})[0] == 200
@@ -161,6 +155,6 @@ def test_the_page_and_its_files_are_served(server):
 
 def test_a_truncated_upload_is_refused(server):
     url, _ = server
-    whole = png_upload(np.random.default_rng(1).integers(0, 256, (50, 50, 3), dtype=np.uint8))
+    whole = png_bytes(np.random.default_rng(1).integers(0, 256, (50, 50, 3), dtype=np.uint8))
     status, answer = call(f"{url}/api/upload", whole[: len(whole) // 2], {})
     assert status == 400 and "not a readable image" in answer["error"]

@@ -2,7 +2,6 @@
 gives the masks ``segfit inference`` tracks from the same prompt (HTTP level); the page prompts, tracks and scrubs
 (Chromium)."""
 
-import dataclasses
 import io
 import urllib.request
 
@@ -11,10 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from segfit.models.sam2.video_inference import first_frame_prompts, track_video
-
 from assertions import assert_same_masks
-from serve_helpers import FRAMES, LOGIT_MARGIN, SIZE, call, chromium_page, needs_chromium, png_mask
+from serve_helpers import FRAMES, LOGIT_MARGIN, call, chromium_page, inference_track, needs_chromium, png_mask
 
 
 def test_info_lists_the_videos_with_their_frame_counts(video_server):
@@ -35,10 +32,8 @@ def test_a_prompted_frame_is_tracked_to_the_end_as_segfit_inference_tracks_it(vi
     status, answer = call(f"{url}/api/video/track", {"video": "val/0", "frame": start, "points": [point], "labels": [1]})
     assert status == 200, answer
     assert answer["start"] == start
-    inference = dataclasses.replace(spec, inference=dataclasses.replace(spec.inference, points=[point], labels=[1]))
     for result, served in zip(answer["results"], app.state.segmenter.models, strict=True):
-        prompts = first_frame_prompts(inference, video.size, torch.device("cpu"))
-        logits = track_video(served.video, video.frames[start:], prompts, SIZE)[:, 0]
+        logits = inference_track(spec, served.video, video.frames[start:], [point], [1])
         masks = torch.stack([png_mask(png) for png in result["masks_png"]])
         assert result["model"] == served.name and masks.shape == (FRAMES - start, *video.size)
         assert_same_masks(masks, logits, LOGIT_MARGIN)
