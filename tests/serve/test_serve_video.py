@@ -1,9 +1,10 @@
 """Tracking on the page: a prompt on one frame of a DAVIS-layout video, tracked to the end by each video model,
-gives the masks ``segfit inference`` tracks from the same prompt (HTTP level); the page prompts, tracks and scrubs
-(Chromium)."""
+gives the masks ``segfit inference`` tracks from the same prompt (HTTP level); the page prompts, tracks and scrubs,
+and uploads a video, tracks it and downloads each model's masks (Chromium)."""
 
 import io
 import urllib.request
+import zipfile
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ import torch
 from PIL import Image
 
 from assertions import assert_same_masks
-from serve_helpers import FRAMES, LOGIT_MARGIN, call, chromium_page, inference_track, needs_chromium, png_mask
+from serve_helpers import (FRAMES, LOGIT_MARGIN, call, chromium_page, inference_track, needs_chromium, png_mask,
+                           read_mp4, write_mp4)
 
 
 def test_info_lists_the_videos_with_their_frame_counts(video_server):
@@ -82,3 +84,31 @@ def test_the_page_tracks_from_a_prompted_frame_and_scrubs(video_server, tmp_path
         assert page.inner_text('.panel[data-model="fine-tuned"] figcaption').startswith("fine-tuned J ")
         assert not page.evaluate("document.getElementById('status').classList.contains('error')")
         page.screenshot(path=str(tmp_path / "video_page.png"))
+
+
+@needs_chromium
+def test_the_page_uploads_a_video_tracks_it_and_downloads_each_models_masks(video_server, tmp_path):
+    url, app, spec = video_server
+    clip = write_mp4(tmp_path / "my clip.mp4", app.state.videos.get("val/0").frames)
+    x, y = 80, 60
+    with chromium_page(url, tmp_path / "profile") as page:
+        page.set_input_files("#upload", str(clip))
+        page.wait_for_function("window.segfit.video && window.segfit.video.id.startsWith('upload/') && "
+                               "window.segfit.image !== null && window.segfit.imageId === `video:${window.segfit.video.id}`")
+        assert page.eval_on_selector("#image-select", "s => s.selectedOptions[0].text") == "upload: my clip.mp4"
+        page.locator('.panel[data-model="base"] canvas').click(position={"x": x + 0.5, "y": y + 0.5})
+        page.click("#track")
+        page.wait_for_function("document.body.dataset.busy === '0' && Object.keys(window.segfit.video.tracks).length === 2")
+        frames = read_mp4(clip)
+        for served in app.state.segmenter.models:
+            with page.expect_download() as download:
+                page.click(f'.panel[data-model="{served.name}"] .download')
+            assert download.value.suggested_filename.endswith(f"_{served.name}_masks.zip")
+            with zipfile.ZipFile(download.value.path()) as archive:
+                pngs = sorted(name for name in archive.namelist() if name.endswith(".png"))
+                assert pngs == [f"my_clip/{t:05d}.png" for t in range(FRAMES)]
+                masks = torch.stack([torch.from_numpy(np.asarray(Image.open(archive.open(name))) == 1) for name in pngs])
+            assert 0 < masks.float().mean() < 1
+            assert_same_masks(masks, inference_track(spec, served.video, frames, [[x, y]], [1]), LOGIT_MARGIN)
+        assert not page.evaluate("document.getElementById('status').classList.contains('error')")
+        page.screenshot(path=str(tmp_path / "uploaded_video_page.png"))

@@ -23,7 +23,8 @@ function showStatus(text, isError = false) {
   $("status").classList.toggle("error", isError);
 }
 
-async function loadInfo(selectId) {
+// selectValue: the picker's value to show ("image:<id>" or "video:<id>"), else the current one.
+async function loadInfo(selectValue) {
   state.info = await api("/api/info");
   const group = (label, entries, kind) => {
     const node = document.createElement("optgroup");
@@ -35,7 +36,7 @@ async function loadInfo(selectId) {
   if (state.info.videos.length) groups.push(group("Videos", state.info.videos, "video"));
   $("image-select").replaceChildren(...groups);
   if (!Object.keys(panels).length) state.info.models.forEach(addPanel);
-  const value = selectId ? `image:${selectId}` : $("image-select").value;
+  const value = selectValue || $("image-select").value;
   if (value) { $("image-select").value = value; await choose(value); }
   else showStatus("No images in the spec's data: upload one.");
 }
@@ -210,11 +211,14 @@ async function showAnswer(result) {
   state.answers[result.model] = result;
   const iou = result.iou === null ? "" : ` · IoU ${result.iou.toFixed(3)}`;
   panel.node.querySelector(".figures").textContent = `score ${result.score.toFixed(3)}${iou}`;
-  const link = panel.node.querySelector(".download");
-  link.href = `data:image/png;base64,${result.mask_png}`;
-  link.download = `${state.imageId.replace(/\W+/g, "_")}_${result.model}.png`;
-  link.hidden = false;
+  showDownload(panel, `data:image/png;base64,${result.mask_png}`, `${state.imageId.replace(/\W+/g, "_")}_${result.model}.png`,
+               "mask PNG");
   redraw();
+}
+
+function showDownload(panel, href, fileName, text) {
+  const link = panel.node.querySelector(".download");
+  Object.assign(link, { href, download: fileName, textContent: text, hidden: false });
 }
 
 async function track() {
@@ -225,11 +229,15 @@ async function track() {
   showStatus(`tracking frames ${frame + 1}–${frame + n}…`);
   document.body.dataset.busy = "1";
   try {
-    const { start, results } = await api("/api/video/track", { method: "POST", headers: { "Content-Type": "application/json" },
+    const { start, track: trackId, results } = await api("/api/video/track", { method: "POST",
+      headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ video: video.id, frame, points: state.points, labels: state.labels, box: state.box }) });
     for (const result of results) {
       const layers = await Promise.all(result.masks_png.map((b64) => maskLayer(b64, result.model)));
       video.tracks[result.model] = { start, layers, ious: result.ious };
+      const query = `track=${encodeURIComponent(trackId)}&model=${encodeURIComponent(result.model)}`;
+      showDownload(panels[result.model], `/api/video/masks?${query}`,
+                   `${video.id.replace(/\W+/g, "_")}_${result.model}_masks.zip`, "masks ZIP");
     }
     showStatus(`tracked ${n} frames: ${results.map((r) => `${r.model} ${(r.ms / 1000).toFixed(1)} s`).join(", ")}; scrub to see them.`);
     await showFrame(video.t);
@@ -284,19 +292,28 @@ async function downloadCoco() {
   }
 }
 
+// A video file or a zip of frames goes to the video uploads (videos need a video spec), anything else is an image.
 async function upload(file) {
-  const limit = state.info.limits.max_bytes;
-  if (file.size > limit) {
-    showStatus(`${file.name} is ${(file.size / 2 ** 20).toFixed(1)} MiB; uploads are limited to ${limit / 2 ** 20} MiB`, true);
+  const isVideo = file.type.startsWith("video/") || /\.(zip|mp4|mov|m4v|webm|mkv|avi)$/i.test(file.name);
+  const limits = isVideo ? state.info.limits.video : state.info.limits;
+  if (!limits) {
+    showStatus(`${file.name}: videos need video models (a spec whose data holds davis / sav videos)`, true);
+    return;
+  }
+  if (file.size > limits.max_bytes) {
+    showStatus(`${file.name} is ${(file.size / 2 ** 20).toFixed(1)} MiB; uploads are limited to ${limits.max_bytes / 2 ** 20} MiB`, true);
     return;
   }
   showStatus(`uploading ${file.name}…`);
+  document.body.dataset.busy = "1";
   try {
-    const entry = await api("/api/upload", { method: "POST", body: file,
-                                             headers: { "X-File-Name": encodeURIComponent(file.name) } });
-    await loadInfo(entry.id);
+    const entry = await api(isVideo ? "/api/video/upload" : "/api/upload", { method: "POST", body: file,
+                                                                         headers: { "X-File-Name": encodeURIComponent(file.name) } });
+    await loadInfo(`${isVideo ? "video" : "image"}:${entry.id}`);
   } catch (err) {
     showStatus(`${file.name}: ${err.message}`, true);
+  } finally {
+    document.body.dataset.busy = "0";
   }
 }
 
