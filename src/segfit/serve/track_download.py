@@ -35,7 +35,7 @@ class KeptTrack:
     """The tracked frames' names, from the prompted frame on."""
     width: int
     masks: dict[str, np.ndarray]
-    """Model name → T×H×⌈W/8⌉ bit-packed masks (an eighth of bool arrays: 100 frames of 1280×720 take 11.5 MiB)."""
+    """Model name → T×H×⌈W/8⌉ bit-packed masks (an eighth of bool arrays: 100 frames of 1280×720 take 11 MiB)."""
 
     def unpacked(self, model: str) -> np.ndarray:
         return np.unpackbits(self.masks[model], axis=-1, count=self.width).astype(bool)
