@@ -24,6 +24,9 @@ VIDEO_CONTAINERS = "MP4, MOV, M4V, WebM, MKV, AVI"
 ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
 """A zip with entries, an empty zip."""
 
+MOV_FIRST_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip"})
+"""The box types an MP4 / MOV file starts with (bytes 4–8)."""
+
 
 @dataclass(frozen=True)
 class VideoLimits:
@@ -97,9 +100,11 @@ def decode_video_upload(upload: Path, frames_file: Path, limits: VideoLimits) ->
 
 
 def _is_video_container(head: bytes) -> bool:
-    """MP4 / MOV (an ``ftyp`` box first), Matroska / WebM (EBML), AVI (RIFF). Only these reach the decoder:
-    FFmpeg also reads playlists and concat lists, which name other files, local or remote, to decode."""
-    return head[4:8] == b"ftyp" or head.startswith(b"\x1aE\xdf\xa3") or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
+    """MP4 / MOV (an ``ftyp`` box first, or in old QuickTime files another top-level box), Matroska / WebM (EBML),
+    AVI (RIFF). Only these reach the decoder: FFmpeg also reads playlists and concat lists, which name other files,
+    local or remote, to decode."""
+    return (head[4:8] in MOV_FIRST_BOXES or head.startswith(b"\x1aE\xdf\xa3")
+            or (head[:4] == b"RIFF" and head[8:12] == b"AVI "))
 
 
 def _decode_video(path: Path, sink: _FrameSink, limits: VideoLimits) -> None:
