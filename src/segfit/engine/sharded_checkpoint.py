@@ -39,7 +39,7 @@ def load_sharded(dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer) 
     DCP has tensors to read the saved values into."""
     model_state, optimizer_state = get_state_dict(model, optimizer)
     state = {MODEL_KEY: model_state, OPTIMIZER_KEY: optimizer_state}
-    dcp.load(state, checkpoint_id=str(dir), no_dist=not torch.distributed.is_initialized())  # one process: whole
+    dcp.load(state, checkpoint_id=str(dir))  # without a process group (one process) it warns that it reads whole
     set_state_dict(model, optimizer, model_state_dict=state[MODEL_KEY], optim_state_dict=state[OPTIMIZER_KEY])
 
 

@@ -23,5 +23,6 @@ def test_two_processes_train_siamban_as_one_with_twice_the_batch(tracking_data, 
     assert [r["step"] for r in records if r["split"] == "train"] == [1, 2, 3]
     assert records[0]["samples_per_s"] == pytest.approx(4 * records[0]["steps_per_s"])  # 2 processes x 2 pairs
     assert all(r["samples/train0"] == 4 for r in records if r["split"] == "train")  # every process's pairs counted
-    # 2 pairs per process against 4 in one, at another thread count (other kernels, other float sums): TODO seen
+    # 2 pairs per process against 4 in one, at another thread count (other kernels, other float sums): losses
+    # differ by ≤ 1.6e-7 relative, running variances of 150 by 3e-5, other weights by less (seen)
     assert_same_training(tmp_path / "ddp", tmp_path / "one", ("loss", "cls", "loc", "grad_norm"))
