@@ -2,10 +2,11 @@
 
 A training BatchNorm normalises with its batch's mean and variance, so under DDP each process would normalise with
 its own share of the batch: N processes × batch B would not train as 1 process × batch N·B. ``GlobalBatchNorm``
-sums each channel's values and squared deviations over the processes (two all-reduces, differentiable: the backward
-pass all-reduces their gradients, as every process's loss depends on every process's inputs) and updates the running
-statistics with the global mean and unbiased variance, as BatchNorm does with one batch. PyTorch's ``SyncBatchNorm``
-does the same on GPUs only (it raises on CPU tensors). In evaluation mode, and in one process, it is BatchNorm.
+gathers every process's per-channel count, mean and variance (one collective of 2C + 1 numbers per call, and one in
+the backward pass, as every process's loss depends on every process's inputs), joins them into the global batch's
+mean and variance (Chan's parallel formula: no cancellation) and updates the running statistics with
+them, as BatchNorm does with one batch. PyTorch's ``SyncBatchNorm`` does the same on GPUs only (it raises on CPU
+tensors). In evaluation mode, and in one process, it is BatchNorm.
 """
 
 from __future__ import annotations
@@ -16,24 +17,25 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 
-class _SumOverProcesses(torch.autograd.Function):
-    """All-reduce (sum) whose gradient is the all-reduced gradient: the sum feeds every process's loss."""
+class _GatherFromProcesses(torch.autograd.Function):
+    """Every process's tensor, stacked (rank × …). Backward: the gradient of this process's row summed over the
+    processes (each process's loss depends on every row), with one all-reduce (gloo has no reduce-scatter)."""
 
     @staticmethod
     def forward(ctx: object, tensor: Tensor) -> Tensor:  # type: ignore[override]
-        total = tensor.clone()
-        torch_dist.all_reduce(total)
-        return total
+        rows = [torch.empty_like(tensor) for _ in range(torch_dist.get_world_size())]
+        torch_dist.all_gather(rows, tensor.contiguous())
+        return torch.stack(rows)
 
     @staticmethod
     def backward(ctx: object, grad: Tensor) -> Tensor:  # type: ignore[override]
-        total = grad.clone()
+        total = grad.contiguous().clone()
         torch_dist.all_reduce(total)
-        return total
+        return total[torch_dist.get_rank()]
 
 
-def sum_over_processes(tensor: Tensor) -> Tensor:
-    return _SumOverProcesses.apply(tensor)
+def gather_from_processes(tensor: Tensor) -> Tensor:
+    return _GatherFromProcesses.apply(tensor)
 
 
 class GlobalBatchNorm(_BatchNorm):
@@ -50,18 +52,20 @@ class GlobalBatchNorm(_BatchNorm):
         x = input.float()
         dims = [d for d in range(x.dim()) if d != 1]
         shape = [1, -1] + [1] * (x.dim() - 2)
+        local_mean = x.mean(dims)
+        local_var = (x - local_mean.view(shape)).square().mean(dims)  # two passes (CPU's var_mean is 15× slower)
         local_count = torch.full((1,), x.numel() / x.shape[1], device=x.device)
-        sums = sum_over_processes(torch.cat([x.sum(dims), local_count]))
-        count = sums[-1]
-        mean = sums[:-1] / count
-        centred = x - mean.view(shape)
-        var = sum_over_processes((centred * centred).sum(dims)) / count  # two passes: no cancellation
+        stats = gather_from_processes(torch.cat([local_count, local_mean, local_var]))
+        counts, means, variances = stats[:, :1], stats[:, 1:1 + x.shape[1]], stats[:, 1 + x.shape[1]:]
+        count = counts.sum()
+        mean = (counts * means).sum(0) / count
+        var = (counts * (variances + (means - mean) ** 2)).sum(0) / count
         if self.track_running_stats:
             self._update_running_stats(mean.detach(), var.detach(), count)
-        out = centred * torch.rsqrt(var + self.eps).view(shape)
-        if self.affine:
-            out = out * self.weight.view(shape) + self.bias.view(shape)
-        return out.to(input.dtype)
+        # x · scale + shift: one pass over the input (and few in the backward), the statistics' gradients per channel
+        scale = torch.rsqrt(var + self.eps) * (self.weight if self.affine else 1)
+        shift = (self.bias if self.affine else 0) - mean * scale
+        return torch.addcmul(shift.view(shape), x, scale.view(shape)).to(input.dtype)
 
     @torch.no_grad()
     def _update_running_stats(self, mean: Tensor, var: Tensor, count: Tensor) -> None:
