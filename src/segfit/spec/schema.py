@@ -246,8 +246,9 @@ class TrainSpec:
     checkpoints). docs/distributed.md."""
     sync_batchnorm: bool = True
     """Under ``torchrun`` with several processes, training BatchNorm layers normalise with the mean and variance of
-    every process's batch together (segfit's ``GlobalBatchNorm``, CPUs and GPUs; two small all-reduces per layer and
-    pass), so N processes × batch B train as 1 × N·B; ``false``: each with its own batch's (PyTorch's default).
+    every process's batch together (segfit's ``GlobalBatchNorm``, CPUs and GPUs; a collective of 2 × channels + 1
+    numbers per layer call and one back), so N processes × batch B train as 1 × N·B; ``false``: each with its own
+    batch's (PyTorch's default, and the reference SiamBAN trainer's).
     Frozen (evaluation-mode) BatchNorm layers are unaffected. docs/distributed.md."""
     seed: int = 123
     checkpoint_every: int = 50
