@@ -16,6 +16,7 @@ def test_two_processes_train_siamban_as_one_with_twice_the_batch(tracking_data, 
     common = ["train.max_steps=3", "train.checkpoint_every=3"]
     output = train_under_torchrun(tiny_spec(tracking_data, tmp_path / "ddp", "data.batch_size=2", *common), tmp_path)
     assert output.count("step 2: backbone layers") == 2  # on each process
+    assert "train.sync_batchnorm: 26 BatchNorm layers normalise over all 2 processes" in output  # frozen ones too
     spec = tiny_spec(tracking_data, tmp_path / "one", "data.batch_size=4", *common)
     train(recipe_for(spec), spec)
 
