@@ -27,7 +27,7 @@ def test_two_processes_normalise_as_one_batchnorm_with_the_whole_batch(tmp_path)
         reference.zero_grad()
         out = reference(x)
         (out * grad).sum().backward()
-        # other summation orders (halves summed, then added; two passes): ≤ 1e-6 relative seen
+        # other summation orders (per process, then joined): ≤ 7.2e-7 of the largest value seen (weight gradients)
         close = {"rtol": 1e-5, "atol": 1e-5}
         torch.testing.assert_close(torch.cat([r["out"][step] for r in ranks]), out.detach(), **close)
         torch.testing.assert_close(torch.cat([r["input_grad"][step] for r in ranks]), x.grad, **close)
@@ -43,7 +43,7 @@ def test_two_processes_normalise_as_one_batchnorm_with_the_whole_batch(tmp_path)
 def test_replaced_layers_keep_the_model_tensors_and_modes():
     model = SiamBAN("tiny", 8)
     model.set_training_layers([])  # the backbone frozen: its BatchNorm layers in eval mode
-    tensors = {name: tensor for name, tensor in model.state_dict(keep_vars=True).items()}
+    tensors = dict(model.state_dict(keep_vars=True))
     batchnorms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     assert globalize_batchnorm(model) == batchnorms > 0
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
