@@ -108,6 +108,19 @@ def test_state_resumes_the_stream_across_epoch_boundaries():
         MixedBatchSampler(data, 1).load_state_dict({"epoch": 1, "position": 3})
 
 
+def test_another_number_of_processes_continues_the_order_if_the_global_batch_is_kept():
+    """2 processes × 2 resumed as 1 × 4: the same global batches follow; 1 × 2 warns that the order changes."""
+    two = [MixedBatchSampler(mixed((12, 2, 1.0)), 1, rank, 2) for rank in range(2)]
+    reference = list(zip(*(take(sampler, 8) for sampler in two)))
+    for sampler in two:
+        sampler.advance(3)
+    one = MixedBatchSampler(mixed((12, 4, 1.0)), 1)
+    one.load_state_dict(two[0].state_dict())
+    assert take(one, 5) == [first + second for first, second in reference[3:]]
+    with pytest.warns(UserWarning, match=r"global batches of \[2\] samples .* where the run had \[4\]"):
+        MixedBatchSampler(mixed((12, 2, 1.0)), 1).load_state_dict(two[0].state_dict())
+
+
 def test_phases_cut_each_epoch_into_equal_parts():
     sampler = MixedBatchSampler(mixed((10, 1, 1.0)), seed=0, phases_per_epoch=4)  # 10 batches: phases of 3, 3, 3, 1
     done = []
@@ -125,7 +138,7 @@ def test_state_counts_consumed_batches_not_prefetched_ones():
     for _ in range(3):
         next(loader)
         sampler.advance()
-    assert sampler.state_dict() == {"epoch": 0, "batch": 3}  # the workers have fetched further ahead
+    assert sampler.state_dict() == {"epoch": 0, "batch": 3, "global_batch": [2]}  # the workers fetched further
     upcoming = next(loader)
 
     restored = MixedBatchSampler(data, seed=3)

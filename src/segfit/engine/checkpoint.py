@@ -308,8 +308,10 @@ def load_checkpoint(
     # A scaler state exists only for fp16 runs; switching precision on resume starts a fresh scaler.
     if scaler is not None and scaler.is_enabled() and state["scaler"]:
         scaler.load_state_dict(state["scaler"])
-    # With a different number of processes the sample order changes anyway; reuse the saved states round-robin.
-    set_rng_state(state["rng"][rank % len(state["rng"])])
+    # Resumed with more processes than saved, a rank without a saved state keeps its own seed (train.seed + rank):
+    # another rank's state would repeat that rank's draws (dropout masks) on this one.
+    if rank < len(state["rng"]):
+        set_rng_state(state["rng"][rank])
     return {"step": state["step"], "sampler_state": state["sampler"], "best": state["best"], "extra": state["extra"]}
 
 

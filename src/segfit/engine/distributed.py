@@ -148,18 +148,20 @@ def all_reduce_mean(values: dict[str, float], device: torch.device, dist: Dist) 
     return {key: means[key] for key in values}
 
 
-def mean_over_processes(value: float, device: torch.device) -> float | torch.Tensor:
-    """``value`` averaged over the processes of a data-parallel run, as a tensor on ``device``; ``value`` itself in
-    one process. A collective: every process calls it at the same point of its step.
+def loss_divisor(count: float | torch.Tensor, device: torch.device) -> float | torch.Tensor:
+    """The divisor of a loss summed over a batch's items (objects, masks, cells) that makes the mean of the processes'
+    losses (what DDP's averaged gradients descend) one process's loss over all their batches: the items of every
+    process's batch, at least 1, over the number of processes. In one process ``max(count, 1)``.
 
-    For a loss normalised by a count that differs between the processes' batches (SAM 2: objects): divided by the
-    mean count instead of its own, the processes' mean gradient is that of one process with all their batches.
+    A collective (an all-reduce queued on the device, no host sync): every process calls it at the same point of its
+    step. Dividing by its own count instead would weigh the items of a process with few of them more.
     """
     if not torch_dist.is_initialized() or torch_dist.get_world_size() == 1:
-        return value
-    total = torch.tensor(float(value), device=device)
+        return count.clamp_min(1) if isinstance(count, torch.Tensor) else max(count, 1)
+    total = (count.detach().float().clone() if isinstance(count, torch.Tensor)
+             else torch.tensor(float(count), device=device))
     torch_dist.all_reduce(total)
-    return total / torch_dist.get_world_size()
+    return total.clamp_min(1) / torch_dist.get_world_size()
 
 
 def any_rank(flag: torch.Tensor, dist: Dist) -> torch.Tensor:

@@ -8,6 +8,7 @@ every batch comes from one dataset, drawn with probability proportional to the b
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -179,11 +180,23 @@ class MixedBatchSampler(Sampler[list[tuple[int, int, int]]]):
         per_phase = math.ceil(self.batches_per_epoch() / self.phases_per_epoch)
         return self.epoch * self.phases_per_epoch + self.batch // per_phase
 
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "batch": self.batch}
+    def global_batch_sizes(self) -> list[int]:
+        """Each source's global batch (its batch size × the processes): with the seed, what the order depends on."""
+        return [source.batch_size * self.world_size for source in self.sources]
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "batch": self.batch, "global_batch": self.global_batch_sizes()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue at the saved position: the same samples follow at any number of processes that keeps the global
+        batches (e.g. 2 processes × 4 resumed as 1 × 8); other global batches cut the epochs into other batches."""
         if "batch" not in state:
             raise ValueError(f"checkpoint sampler state {state} is from an older segfit, which ordered the data "
                              "otherwise: it cannot resume exactly; start afresh (train.resume=false)")
+        saved = state.get("global_batch", self.global_batch_sizes())
+        if list(saved) != self.global_batch_sizes():
+            warnings.warn(f"resuming with global batches of {self.global_batch_sizes()} samples (batch size × "
+                          f"{self.world_size} processes) where the run had {list(saved)}: the data order from here "
+                          "on is not the one the run would have followed; keep batch size × processes to continue "
+                          "it exactly", stacklevel=2)
         self.epoch, self.batch = int(state["epoch"]), int(state["batch"])

@@ -32,13 +32,14 @@ def save_sharded(dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer) 
 
 
 def load_sharded(dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    """Read this process's shards of ``model`` and ``optimizer`` from ``dir`` (every process calls it).
+    """Read this process's shards of ``model`` and ``optimizer`` from ``dir`` (every process calls it), at any number
+    of processes (DCP reshards what it reads; tested from 2 to 1): one process (no process group) reads them whole.
 
     ``get_state_dict`` gives a fresh optimizer its state tensors first (a step of zero gradients at lr 0), so that
     DCP has tensors to read the saved values into."""
     model_state, optimizer_state = get_state_dict(model, optimizer)
     state = {MODEL_KEY: model_state, OPTIMIZER_KEY: optimizer_state}
-    dcp.load(state, checkpoint_id=str(dir))
+    dcp.load(state, checkpoint_id=str(dir))  # without a process group (one process) it warns that it reads whole
     set_state_dict(model, optimizer, model_state_dict=state[MODEL_KEY], optim_state_dict=state[OPTIMIZER_KEY])
 
 

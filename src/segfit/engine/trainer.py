@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from segfit.engine.batchnorm import globalize_batchnorm
 from segfit.engine.checkpoint import (
     checkpoint_bytes,
     find_checkpoint,
@@ -71,6 +72,10 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
         teardown.callback(cleanup, dist)
         seed_everything(cfg.seed + dist.rank)
         model = recipe.build_model().to(device)
+        if dist.active and cfg.sync_batchnorm:  # before anything holds the model's modules
+            synced = globalize_batchnorm(model)
+            if synced and dist.is_main:
+                print(f"train.sync_batchnorm: {synced} BatchNorm layers normalise over all {dist.world_size} processes")
         last = Path(cfg.resume_from) if cfg.resume_from else (
             find_checkpoint(results_dir, "last") if cfg.resume else None)
         initial_weights = getattr(recipe, "initial_weights", None)

@@ -244,6 +244,12 @@ class TrainSpec:
     """Under ``torchrun`` with several processes: ``ddp`` (every process holds the whole model and optimizer state)
     or ``fsdp`` (each holds 1/N of them, for models whose training state does not fit one device; sharded
     checkpoints). docs/distributed.md."""
+    sync_batchnorm: bool = True
+    """Under ``torchrun`` with several processes, training BatchNorm layers normalise with the mean and variance of
+    every process's batch together (segfit's ``GlobalBatchNorm``, CPUs and GPUs; a collective of 2 × channels + 1
+    numbers per layer call and one back), so N processes × batch B train as 1 × N·B; ``false``: each with its own
+    batch's (PyTorch's default, and the reference SiamBAN trainer's).
+    Frozen (evaluation-mode) BatchNorm layers are unaffected. docs/distributed.md."""
     seed: int = 123
     checkpoint_every: int = 50
     """Steps between checkpoints (one is always written at the end)."""

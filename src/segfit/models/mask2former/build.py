@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, SwinConfig
 
+from segfit.models.mask2former.loss import LayoutFreeLoss
 from segfit.models.mask2former.spec import SWIN_SIZES, Mask2FormerModelSpec
 from segfit.models.mask2former.swin_weights import BACKBONE_PREFIX, current_names, read_backbone_weights
 
@@ -42,7 +43,9 @@ def hf_config(spec: Mask2FormerModelSpec, class_names: list[str]) -> Mask2Former
 
 
 def build_mask2former(spec: Mask2FormerModelSpec, class_names: list[str]) -> Mask2FormerForUniversalSegmentation:
+    """The model, its loss replaced by ``LayoutFreeLoss`` (same state: the class weights)."""
     model = Mask2FormerForUniversalSegmentation(hf_config(spec, class_names))
+    model.criterion = LayoutFreeLoss(model.config, model.weight_dict)
     if spec.checkpoint:
         report = load_partial(model, read_model_weights(spec.checkpoint))
         print(format_report(spec.checkpoint, report))

@@ -54,7 +54,7 @@ class Mask2FormerDataset(Dataset):
             image, masks = train_transform(record.image, targets.masks, self.augmentation, seed)
             keep = masks.flatten(1).any(1)  # objects cropped away
             return {"pixel_values": normalize(image, self.mean, self.std), "mask_labels": masks[keep].float(),
-                    "class_labels": torch.from_numpy(targets.labels)[keep], "source": record.source}
+                    "class_labels": torch.from_numpy(targets.labels)[keep], "source": record.source, "seed": seed}
         raise RuntimeError(f"no usable training sample: all {len(self.reader)} images failed to load")
 
 
@@ -98,13 +98,14 @@ def pad_batch(images: list[Tensor]) -> Tensor:
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Images padded into one tensor; the masks of each image stay a list (their count differs), padded like it;
-    ``source``: the images' files, which a non-finite loss names."""
+    ``source``: the images' files, which a non-finite loss names; ``seeds``: the samples' seeds, which the loss
+    draws each image's points from."""
     pixel_values = pad_batch([s["pixel_values"] for s in samples])
     height, width = pixel_values.shape[-2:]
     masks = [torch.nn.functional.pad(s["mask_labels"], (0, width - s["mask_labels"].shape[2],
                                                         0, height - s["mask_labels"].shape[1])) for s in samples]
     return {"pixel_values": pixel_values, "mask_labels": masks, "class_labels": [s["class_labels"] for s in samples],
-            "source": [s["source"] for s in samples]}
+            "source": [s["source"] for s in samples], "seeds": [s["seed"] for s in samples]}
 
 
 def load_checked(reader: SegmentReader, labels: LabelMap, mode: Mode, i: int) -> tuple[SegmentRecord, Targets]:

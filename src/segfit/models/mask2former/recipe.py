@@ -131,8 +131,9 @@ class Mask2FormerRecipe:
     def training_step(self, model: Mask2FormerForUniversalSegmentation, batch: dict[str, Any]) -> dict[str, Tensor]:
         out = model(pixel_values=batch["pixel_values"], output_auxiliary_logits=True)
         auxiliary = out.auxiliary_logits if self._spec.model.mask_former.deep_supervision else None
-        terms = model.get_loss_dict(out.masks_queries_logits, out.class_queries_logits, batch["mask_labels"],
-                                    batch["class_labels"], auxiliary)
+        with model.criterion.per_image_draws(batch["seeds"]):  # the same points in any split of the global batch
+            terms = model.get_loss_dict(out.masks_queries_logits, out.class_queries_logits, batch["mask_labels"],
+                                        batch["class_labels"], auxiliary)
         return {"loss": sum(terms.values()), "loss_ce": terms["loss_cross_entropy"], "loss_mask": terms["loss_mask"],
                 "loss_dice": terms["loss_dice"]}
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from segfit.engine.distributed import mean_over_processes
+from segfit.engine.distributed import loss_divisor
 
 Resolution = Literal["full", "low", "points"]
 
@@ -283,8 +283,7 @@ def total_losses(terms: list[dict[str, Tensor]], num_objects: int, weights: Loss
 
     Under data parallelism the divisor is the mean of the processes' ``num_objects``, as the official trainer's:
     the mean of the processes' gradients is then that of one process with every object of their batches."""
-    objects = mean_over_processes(num_objects, terms[0]["loss_mask"].device)
-    scale = 1 / (objects.clamp_min(1) if isinstance(objects, Tensor) else max(objects, 1))
+    scale = 1 / loss_divisor(num_objects, terms[0]["loss_mask"].device)
     out = {key: sum(t[key].sum() for t in terms) * scale for key in LOSS_KEYS}
     out["loss"] = (out["loss_mask"] * weights.mask + out["loss_dice"] * weights.dice + out["loss_iou"] * weights.iou
                    + out["loss_class"] * weights.object_score)

@@ -12,10 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from segfit.engine.distributed import loss_divisor
+
 
 def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``values`` over the ``mask`` cells of the batch; under data parallelism over the cells of every
+    process's batch (``loss_divisor``), so that N processes train as one with all their pairs."""
     mask = mask.to(values.dtype)
-    return (values * mask).sum() / mask.sum().clamp(min=1)
+    return (values * mask).sum() / loss_divisor(mask.sum(), values.device)
 
 
 def cls_loss(cls: Tensor, labels: Tensor) -> Tensor:
