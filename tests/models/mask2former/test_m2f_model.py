@@ -75,3 +75,15 @@ def test_deep_supervision_adds_layer_losses(recipe_for):
 def test_freezing_nothing_is_an_error(recipe_for):
     with pytest.raises(SpecError, match="train.freeze: 'backbone.swin' names no module of the model; use one of backbone"):
         recipe_for("train.freeze=[backbone.swin]").build_model()
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_fsdp_units_keep_layer_drop_in_the_root(recipe_for, dropout):
+    """transformers drops whole decoder layers with probability ``dropout``, per process: as FSDP units they would
+    leave the processes waiting on different collectives, so with dropout they stay in the root unit."""
+    recipe = recipe_for(f"model.mask_former.dropout={dropout}")
+    model = recipe.build_model()
+    decoder_layers = set(model.model.transformer_module.decoder.layers)
+    units = recipe.fsdp_blocks(model)
+    assert bool(decoder_layers & set(units)) == (dropout == 0.0)
+    assert len(units) > len(decoder_layers)  # the Swin blocks and pixel-decoder layers stay units

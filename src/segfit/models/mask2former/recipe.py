@@ -86,11 +86,15 @@ class Mask2FormerRecipe:
 
     def fsdp_blocks(self, model: Mask2FormerForUniversalSegmentation) -> list[nn.Module]:
         """FSDP's units (``train.distributed: fsdp``): the Swin blocks (most of a Swin-L's parameters), the pixel
-        decoder's encoder layers and the transformer decoder's layers, each run once per step."""
+        decoder's encoder layers and the transformer decoder's layers, each run once per step.
+
+        With ``mask_former.dropout`` > 0 the decoder layers stay in the root unit: transformers also uses that value
+        as layer drop, drawn per process, and processes that skip different units would wait on each other forever."""
         inner = model.model
         swin = inner.pixel_level_module.encoder.swin.encoder.layers
+        decoder = inner.transformer_module.decoder.layers if model.config.dropout == 0 else []
         return [*(block for stage in swin for block in stage.blocks), *inner.pixel_level_module.decoder.encoder.layers,
-                *inner.transformer_module.decoder.layers]
+                *decoder]
 
     def param_groups(self, model: nn.Module) -> list[ParamGroup]:
         """The backbone at ``base_lr × backbone_multiplier``, the rest at ``base_lr``."""

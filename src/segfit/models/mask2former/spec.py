@@ -86,6 +86,8 @@ class MaskFormerSpec:
     dim_feedforward: int = 2048
     dec_layers: int = 10
     dropout: float = 0.0
+    """Dropout in the decoder layers; transformers also skips each whole decoder layer with this probability in
+    training (layer drop)."""
     pre_norm: bool = False
     class_weight: float = 2.0
     mask_weight: float = 5.0
