@@ -2,8 +2,9 @@
 
 ``reference``: torchvision's PIL kernels, the ones Meta's trainer runs on its frames. ``fast``: OpenCV on uint8
 arrays with the same geometry (the same inverse affine matrix, sampling points, fill rule and output size) and
-fixed-point interpolation, so a pixel moves by about a grey level and a clip costs a fraction. Masks never go
-through these: they follow the geometry with the same nearest-neighbour kernel in both sets.
+PIL's truncation where PIL truncates; only OpenCV's interpolation weights and rounding differ, so pixels stay within
+a few grey levels (docs/video.md) for 40 % of the CPU time. Masks never go through these: they follow the
+geometry with the same nearest-neighbour kernel in both sets.
 """
 
 from __future__ import annotations

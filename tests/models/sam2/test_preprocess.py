@@ -148,3 +148,13 @@ def test_packed_mask_resize_samples_like_one_plane_at_a_time(count):
     assert torch.equal(resize_masks(masks, 64), expected)
     assert torch.equal(resize_masks(masks.numpy()[:, ::2], 64)[0],  # a strided view, as a clip's object slice
                        resize_masks(np.ascontiguousarray(masks.numpy()[:1, ::2]), 64)[0])
+
+
+def test_read_only_and_flipped_arrays_preprocess_like_their_copies():
+    """Decoded arrays may be read-only and a flip is a view with negative strides: both are copied, not refused."""
+    image = random_image(32, 32)
+    flipped, frozen = image[:, ::-1], image.copy()
+    frozen.setflags(write=False)
+    for size in (32, 64):  # the same size (no resize) and a resize
+        assert torch.equal(preprocess_image(flipped, size), preprocess_image(np.ascontiguousarray(flipped), size))
+        assert torch.equal(preprocess_image(frozen, size), preprocess_image(image, size))

@@ -32,8 +32,8 @@ def preprocess_image(image: np.ndarray | torch.Tensor, image_size: int,
     grey level, which moves mask logits by ~1e-2. Every step after the uint8 → float conversion writes into one
     tensor (this function's or ``out``): torchvision's ``normalize`` would copy it first.
     """
-    if isinstance(image, np.ndarray):  # decoded arrays may be read-only: copy those
-        image = torch.from_numpy(image) if image.flags.writeable else torch.tensor(image)
+    if isinstance(image, np.ndarray):  # copied when read-only (decoded arrays may be) or strided backwards
+        image = torch.from_numpy(image if image.flags.writeable and min(image.strides) >= 0 else image.copy())
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != torch.uint8:
         raise ValueError(f"expected an H×W×3 uint8 RGB image, got shape {tuple(image.shape)} {image.dtype}")
     chw = image.permute(2, 0, 1)
