@@ -21,11 +21,12 @@ def _attend(device: str, dtype: torch.dtype, training: bool = True) -> torch.Ten
     gen = torch.Generator(device).manual_seed(0)
     memory_tokens = MEMORY_FRAMES * TOKENS + POINTERS
     width, memory_width = config.memory_attention_hidden_size, config.memory_encoder_output_channels
-    inputs = [torch.randn(n, OBJECTS, c, generator=gen, device=device, requires_grad=True)
-              for n, c in ((TOKENS, width), (TOKENS, width), (memory_tokens, memory_width), (memory_tokens, memory_width))]
+    features, position, memory, memory_position = (
+        torch.randn(n, OBJECTS, c, generator=gen, device=device, requires_grad=True)
+        for n, c in ((TOKENS, width), (TOKENS, width), (memory_tokens, memory_width), (memory_tokens, memory_width)))
     with torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32):
-        out = attention(*inputs[:1], memory=inputs[2], current_vision_position_embeddings=inputs[1],
-                        memory_posision_embeddings=inputs[3], num_object_pointer_tokens=POINTERS)
+        out = attention(features, memory=memory, current_vision_position_embeddings=position,
+                        memory_posision_embeddings=memory_position, num_object_pointer_tokens=POINTERS)
     out.float().sum().backward()
     return out
 
