@@ -3,6 +3,8 @@ geometry, pixels within rounding, masks identical."""
 
 from __future__ import annotations
 
+import multiprocessing as mp
+
 import numpy as np
 import pytest
 import torch
@@ -69,6 +71,21 @@ def test_fast_model_input_is_within_a_grey_level(clips, size):
     exact, fast = preprocess_frames(frames, size), preprocess_frames(frames, size, exact=False)
     diff = ((exact - fast) * GREY_LEVELS).abs()
     assert diff.max() < 1.0 and diff.mean() < 0.4, (diff.max(), diff.mean())
+
+
+@pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="loader workers fork only where fork exists")
+def test_fast_kernels_run_in_a_forked_worker(clips):
+    """Loader workers are forked after the parent may have run OpenCV's thread pool; OpenCV must still work in them
+    (reconfiguring its pool there, ``cv2.setNumThreads``, deadlocks: segfit never does)."""
+    spec = VideoAugmentSpec()
+    augment_clip(clips[0], spec, 0)
+    worker = mp.get_context("fork").Process(target=augment_clip, args=(clips[0], spec, 1))
+    worker.start()
+    worker.join(120)
+    hung = worker.is_alive()
+    if hung:
+        worker.kill()
+    assert not hung and worker.exitcode == 0
 
 
 def test_backend_key_defaults_to_fast_and_is_checked():

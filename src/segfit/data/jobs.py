@@ -53,7 +53,7 @@ def run_jobs(job: Callable[..., int], items: dict[str, tuple[Any, ...]], workers
     """
     names, jobs = list(items), list(items.values())
     parallel = workers > 1 and len(jobs) > 1
-    with (ProcessPoolExecutor(min(workers, len(jobs)), get_context("spawn"), initializer=one_opencv_thread)
+    with (ProcessPoolExecutor(min(workers, len(jobs)), get_context("spawn"), initializer=_one_thread_each)
           if parallel else nullcontext()) as pool, \
             tqdm(total=len(jobs), desc=report.verb, unit=report.noun, dynamic_ncols=True, disable=len(jobs) < 2) as bar:
         results = (pool.map if parallel else map)(_attempt, [job] * len(jobs), jobs)
@@ -69,10 +69,8 @@ def _attempt(job: Callable[..., int], args: tuple[Any, ...]) -> int | str:
         return str(err)
 
 
-def one_opencv_thread(*_: Any) -> None:
-    """Workers run in parallel over items, not inside one: OpenCV's own thread pool (as many threads as cores) in
-    every worker would oversubscribe the machine. Also a ``DataLoader`` ``worker_init_fn`` (torch already runs its
-    workers on one thread)."""
+def _one_thread_each() -> None:
+    """Workers run in parallel over items, not inside one."""
     import cv2
 
     cv2.setNumThreads(1)

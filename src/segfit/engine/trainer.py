@@ -21,7 +21,6 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from segfit.data.jobs import one_opencv_thread
 from segfit.engine.checkpoint import (
     checkpoint_bytes,
     find_checkpoint,
@@ -116,7 +115,6 @@ def train(recipe: Recipe, spec: Spec) -> dict[str, Any]:
             dataset, batch_sampler=sampler, collate_fn=recipe.collate,
             num_workers=workers, persistent_workers=workers > 0, pin_memory=device.type == "cuda",
             generator=torch.Generator().manual_seed(cfg.seed),  # keeps the loader off the global RNG
-            worker_init_fn=one_opencv_thread,
         ))
         log = teardown.enter_context(RunLog(results_dir, step, cfg.max_steps, enabled=dist.is_main,
                                             bar_keys=("loss", "iou", best_metric, "gpu_mem")))
