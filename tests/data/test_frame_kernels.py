@@ -37,8 +37,8 @@ def _both(clip, seed: int, **spec):
 
 def test_fast_augmentation_is_the_reference_within_rounding(clips):
     """The official transforms (flip, affine, colour jitter, grayscale, per-frame jitter) with the same seed. PIL
-    and OpenCV interpolate and blend on uint8 with other roundings: measured at 480×854 and here, a mean of 0.005
-    to 0.03 grey levels and a max of 5 on a few pixels in a million (chains of six blends after an affine
+    and OpenCV interpolate and blend with other roundings: measured a mean of 0.0001-0.007 grey levels here
+    (0.005-0.025 at 480×854) and a max of 4 (5) on a few pixels in a million (chains of six blends after an affine
     off by one); a wrong sample point or fill moves hundreds of pixels by tens of levels."""
     for seed, clip in enumerate(clips):
         ref, fast = _both(clip, seed, grayscale=0.5)
