@@ -1,6 +1,8 @@
 """Clip loading + augmentation for SAM 2 video training: segfit's clip dataset against the official pipeline
 (Meta's ``VOSDataset`` + ``PNGRawDataset`` + ``RandomUniformSampler`` + the MOSE fine-tuning transforms) on the
-same files, with one thread (what a loader worker gets). Prints one JSON line.
+same files, with one thread (what a loader worker gets), segfit with each ``data.video.augment.backend`` (``fast``,
+the default, and ``reference``). Prints one JSON line: clips per second of wall time and CPU seconds per clip (the
+process's, comparable on a shared machine), and each segfit backend's speedup over the official pipeline in both.
 
     python benchmarks/bench_clip_loading.py [--clips 24] [--image-size 1024]
 
@@ -17,6 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
+import platform
 import tempfile
 import time
 from pathlib import Path
@@ -54,7 +58,7 @@ def official_dataset(train: dict[str, Path], image_size: int, num_frames: int = 
                       sampler=RandomUniformSampler(num_frames, max_objects), multiplier=1)
 
 
-def segfit_dataset(train: dict[str, Path], image_size: int, run_dir: str):
+def segfit_dataset(train: dict[str, Path], image_size: int, run_dir: str, backend: str = "fast"):
     from segfit.registry import recipe_for
     from segfit.spec import load_spec
 
@@ -62,36 +66,63 @@ def segfit_dataset(train: dict[str, Path], image_size: int, run_dir: str):
         "model.name=sam2", f"model.image_size={image_size}", f"results_dir={run_dir}", "data.train.format=davis",
         f"data.train.images={train['train_images']}", f"data.train.annotations={train['train_annotations']}",
         f"data.video.num_frames={NUM_FRAMES}", f"data.video.max_num_objects={MAX_OBJECTS}",
+        f"data.video.augment.backend={backend}",
     ])
     return recipe_for(spec).train_dataset().sources[0].dataset
 
 
-def clips_per_second(loads: dict[str, Callable[[int], object]], num_clips: int) -> dict[str, float]:
-    """Clips per second of each pipeline over ``num_clips`` loads after two warm-up loads each, the pipelines taking
-    turns clip by clip, so a change in the machine's load slows them alike."""
-    seconds = dict.fromkeys(loads, 0.0)
+def clips_per_second(loads: dict[str, Callable[[int], object]], num_clips: int) -> dict[str, dict[str, float]]:
+    """Clips per second (wall) and CPU seconds per clip of each pipeline over ``num_clips`` loads after two warm-up
+    loads each, the pipelines taking turns clip by clip, so a change in the machine's load slows them alike."""
+    wall, cpu = dict.fromkeys(loads, 0.0), dict.fromkeys(loads, 0.0)
     for i in range(num_clips + 2):
         for name, load in loads.items():
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             load(i)
-            seconds[name] += (time.perf_counter() - started) if i >= 2 else 0.0
-    return {name: num_clips / total for name, total in seconds.items()}
+            if i >= 2:
+                wall[name] += time.perf_counter() - started
+                cpu[name] += time.process_time() - started_cpu
+    return {name: {"clips_per_s": num_clips / wall[name], "cpu_s_per_clip": cpu[name] / num_clips} for name in loads}
 
 
 def measure(keep_freed: bool, videos: dict[str, Path], image_size: int, num_clips: int, queue: mp.Queue) -> None:
-    """Both pipelines' rates in this (fresh) process, with freed memory kept (what the ``segfit`` command and its
+    """The pipelines' rates in this (fresh) process, with freed memory kept (what the ``segfit`` command and its
     loader workers run with) or glibc's default allocator."""
+    import cv2
+
     from segfit.engine.host_memory import keep_freed_memory
 
     torch.set_num_threads(1)  # as in a DataLoader worker
+    cv2.setNumThreads(1)
     np.random.seed(0)
     if keep_freed:
         keep_freed_memory()
     official = official_dataset(videos, image_size)
     with tempfile.TemporaryDirectory() as run_dir:
-        ours = segfit_dataset(videos, image_size, run_dir)
+        fast, reference = (segfit_dataset(videos, image_size, f"{run_dir}/{b}", b) for b in ("fast", "reference"))
         queue.put(clips_per_second({"official": lambda i: official[i % len(official)],
-                                    "segfit": lambda i: ours[(i % len(ours), i)]}, num_clips))
+                                    "segfit_fast": lambda i: fast[(i % len(fast), i)],
+                                    "segfit_reference": lambda i: reference[(i % len(reference), i)]}, num_clips))
+
+
+def _summary(rates: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Rounded figures and each segfit backend's speedup, by wall time and by CPU seconds."""
+    official = rates["official"]
+    out = {f"{name}_{key}": round(value, 3) for name, r in rates.items() for key, value in r.items()}
+    for name in ("segfit_fast", "segfit_reference"):
+        out[f"{name}_speedup"] = round(rates[name]["clips_per_s"] / official["clips_per_s"], 2)
+        out[f"{name}_speedup_cpu"] = round(official["cpu_s_per_clip"] / rates[name]["cpu_s_per_clip"], 2)
+    return out
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (Linux), else the platform's processor string."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
+                platform.processor())
 
 
 def main() -> None:
@@ -101,6 +132,7 @@ def main() -> None:
     args = parser.parse_args()
     from segfit.data.synthetic import write_synthetic_videos
 
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         videos = write_synthetic_videos(Path(tmp) / "videos", num_train=6, num_val=0, size=(480, 854),
                                         num_frames=12, max_objects=MAX_OBJECTS)
@@ -110,9 +142,9 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "sam2_clip_loading", "image_size": args.image_size, "frames": NUM_FRAMES,
         "objects": MAX_OBJECTS, "source": "480x854 JPEG + palette PNG", "clips": args.clips, "threads": 1,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        **{allocator: {name: round(rate, 3) for name, rate in r.items()}
-           | {"speedup": round(r["segfit"] / r["official"], 2)} for allocator, r in rates.items()},
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu": _cpu_model(),
+        "load_avg_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        **{allocator: _summary(r) for allocator, r in rates.items()},
         "target": "speedup >= 2",
     }))
 

@@ -7,6 +7,7 @@ with one draw per clip.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,6 +16,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as F
 
+from segfit.data.frame_kernels import KERNELS, FrameKernels, Geometry
 from segfit.data.records import ImageRecord, VideoRecord
 from segfit.spec.schema import AugmentSpec, VideoAugmentSpec
 
@@ -59,62 +61,63 @@ def select_objects(record: ImageRecord, max_num_objects: int, seed: int) -> Imag
 
 
 # ---- video clips -------------------------------------------------------------------------------------------
-AFFINE_FILL = (123, 116, 103)
-"""Colour of the image area an affine uncovers: the ImageNet mean in 0-255 (official ``RandomAffine``)."""
-NEAREST, NEAREST_EXACT, BILINEAR = InterpolationMode.NEAREST, InterpolationMode.NEAREST_EXACT, InterpolationMode.BILINEAR
-_ADJUST = (F.adjust_brightness, F.adjust_contrast, F.adjust_saturation)
+NEAREST, NEAREST_EXACT = InterpolationMode.NEAREST, InterpolationMode.NEAREST_EXACT
 
 
 def augment_clip(clip: VideoRecord, spec: VideoAugmentSpec, seed: int) -> VideoRecord:
     """The official video transforms, in their order: flip, affine, resize, colour jitter, grayscale (each one
     random draw for the whole clip, so every frame gets the same geometry), then a colour jitter drawn per frame.
 
-    Frames go through torchvision's PIL kernels (uint8, as the official pipeline; several times faster than its
-    tensor kernels here), bilinear; masks and ignore regions follow the same geometry with nearest-neighbour
-    sampling, packed as the bits of one integer map per frame. All randomness comes from ``seed`` (no global RNG is
-    touched).
+    Frames go through the kernels of ``spec.backend`` (``frame_kernels``: PIL's, as the official pipeline, or
+    OpenCV's on uint8; the draws and the geometry are the same); masks and ignore regions follow the same geometry
+    with PIL's nearest-neighbour sampling whatever the backend, packed as the bits of one integer map per frame.
+    All randomness comes from ``seed`` (no global RNG is touched).
     """
+    kernels = KERNELS[spec.backend]
     rng = np.random.default_rng(seed)
-    frames = [Image.fromarray(frame) for frame in clip.frames]
+    frames = kernels.load(clip.frames)
     planes = clip.masks if clip.ignore is None else np.concatenate((clip.masks, clip.ignore[:, None]), axis=1)
     maps = _pack(planes)
     if rng.random() < spec.hflip:
-        frames, maps = [F.horizontal_flip(f) for f in frames], [F.horizontal_flip(m) for m in maps]
-    frames, maps = _random_affine(frames, maps, clip.masks.shape[1], spec, rng)
+        frames, maps = kernels.hflip(frames), [F.horizontal_flip(m) for m in maps]
+    geometry, moved = _random_affine(maps, clip.masks.shape[1], spec, rng)
+    if geometry is not None:
+        frames, maps = kernels.affine(frames, geometry), moved
     if spec.resize:
         size = _resized(clip.size, int(rng.choice(spec.resize)), spec.resize_square)
-        frames = [F.resize(f, size, antialias=True) for f in frames]
+        frames = kernels.resize(frames, size)
         maps = [F.resize(m, size, interpolation=NEAREST_EXACT) for m in maps]
-    frames = _color_jitter(frames, spec.color_jitter, rng)
+    frames = _color_jitter(kernels, frames, spec.color_jitter, rng)
     if rng.random() < spec.grayscale:
-        frames = [F.rgb_to_grayscale(f, num_output_channels=3) for f in frames]
-    frames = [_color_jitter([frame], spec.frame_color_jitter, rng)[0] for frame in frames]
+        frames = kernels.grayscale(frames)
+    frames = [_color_jitter(kernels, [frame], spec.frame_color_jitter, rng)[0] for frame in frames]
     planes = _unpack(maps, planes.shape[1])
     num_objects = clip.masks.shape[1]
     return replace(
         clip,
-        frames=np.stack([np.asarray(f) for f in frames]),
+        frames=kernels.array(frames),
         masks=planes[:, :num_objects],
         ignore=None if clip.ignore is None else planes[:, num_objects],
     )
 
 
-def _random_affine(frames: list[Image.Image], maps: list[Image.Image], num_objects: int, spec: VideoAugmentSpec,
-                   rng: np.random.Generator) -> tuple[list[Image.Image], list[Image.Image]]:
-    """Rotation, horizontal shear and zoom about the centre (torchvision ``RandomAffine`` draws); skipped, as in the
-    official trainer, when an object visible in the first frame would leave it."""
+def _random_affine(maps: list[Image.Image], num_objects: int, spec: VideoAugmentSpec,
+                   rng: np.random.Generator) -> tuple[Geometry | None, list[Image.Image]]:
+    """Rotation, horizontal shear and zoom about the centre (torchvision ``RandomAffine`` draws) and the maps moved
+    by it; None, as in the official trainer, when it is the identity or an object visible in the first frame
+    would leave it."""
     angle = float(rng.uniform(-spec.degrees, spec.degrees))
     shear = float(rng.uniform(-spec.shear, spec.shear))
     scale = float(rng.uniform(*spec.scale))
     if angle == 0 and shear == 0 and scale == 1:
-        return frames, maps
+        return None, maps
     geometry = {"angle": angle, "translate": [0.0, 0.0], "scale": scale, "shear": [shear, 0.0]}
     moved = [F.affine(m, **geometry, interpolation=NEAREST, fill=0) for m in maps]
     objects = np.arange(num_objects)
     before, after = (_objects_in(first, objects) for first in (maps[0], moved[0]))
     if (before & ~after).any():
-        return frames, maps
-    return [F.affine(f, **geometry, interpolation=BILINEAR, fill=list(AFFINE_FILL)) for f in frames], moved
+        return None, maps
+    return geometry, moved
 
 
 PLANES_PER_MAP = 31
@@ -151,12 +154,13 @@ def _resized(size: tuple[int, int], side: int, square: bool) -> list[int]:
     return [side, round(side * w / h)] if h <= w else [round(side * h / w), side]
 
 
-def _color_jitter(frames: list[Image.Image], strengths: list[float], rng: np.random.Generator) -> list[Image.Image]:
+def _color_jitter(kernels: FrameKernels, frames: list[Any], strengths: list[float],
+                  rng: np.random.Generator) -> list[Any]:
     """Brightness, contrast, saturation in a random order, each factor from [1 - s, 1 + s] (official ColorJitter);
     one draw for all ``frames``."""
     order = rng.permutation(3)
     factors = [float(rng.uniform(max(0.0, 1 - s), 1 + s)) for s in strengths]
     for k in order:
         if strengths[k] > 0:
-            frames = [_ADJUST[k](frame, factors[k]) for frame in frames]
+            frames = kernels.adjust(frames, int(k), factors[k])
     return frames

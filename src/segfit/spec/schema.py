@@ -107,6 +107,12 @@ class VideoAugmentSpec:
     """Probability that the whole clip turns grey (official 0.05)."""
     frame_color_jitter: list[float] = field(default_factory=lambda: [0.1, 0.05, 0.05])
     """As ``color_jitter``, drawn anew for every frame, after the grayscale step (official 0.1, 0.05, 0.05)."""
+    backend: Literal["fast", "reference"] = "fast"
+    """Pixel kernels of the frames. ``fast``: OpenCV on uint8 (affine, resize to the model size, colour jitter),
+    the same draws and geometry as ``reference`` with pixels within about a grey level of it, and a clip loads
+    about twice as fast. ``reference``: torchvision's PIL kernels (those of the official pipeline) and the float
+    resize of inference preprocessing, for pixel-exact comparisons. Masks are the same under both
+    (docs/video.md, "Clip loading")."""
 
     def __post_init__(self) -> None:
         for name in ("hflip", "grayscale"):

@@ -138,3 +138,23 @@ def test_matches_reference_transforms(hw_size):
     expected = reference.postprocess_masks(logits, (height, width))
     # one (N·M, 1, h, w) resize vs the reference's (N, M, h, w): other kernels, ≤ 2.2e-7 of the logits' scale seen
     assert_close_to_scale(masks_to_original(logits, (height, width)), expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("count", [1, 8, 11])
+def test_packed_mask_resize_samples_like_one_plane_at_a_time(count):
+    """``resize_masks`` packs 8 masks to a uint8 plane: each must come out as its own nearest-exact resize."""
+    masks = torch.from_numpy(np.random.default_rng(count).random((count, 37, 53)) > 0.5)
+    expected = F.interpolate(masks[:, None].to(torch.uint8), size=(64, 64), mode="nearest-exact")[:, 0].bool()
+    assert torch.equal(resize_masks(masks, 64), expected)
+    assert torch.equal(resize_masks(masks.numpy()[:, ::2], 64)[0],  # a strided view, as a clip's object slice
+                       resize_masks(np.ascontiguousarray(masks.numpy()[:1, ::2]), 64)[0])
+
+
+def test_read_only_and_flipped_arrays_preprocess_like_their_copies():
+    """Decoded arrays may be read-only and a flip is a view with negative strides: both are copied, not refused."""
+    image = random_image(32, 32)
+    flipped, frozen = image[:, ::-1], image.copy()
+    frozen.setflags(write=False)
+    for size in (32, 64):  # the same size (no resize) and a resize
+        assert torch.equal(preprocess_image(flipped, size), preprocess_image(np.ascontiguousarray(flipped), size))
+        assert torch.equal(preprocess_image(frozen, size), preprocess_image(image, size))

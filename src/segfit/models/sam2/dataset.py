@@ -101,7 +101,7 @@ class Sam2ClipDataset(_ReaderSamples):
         valid = None if clip.ignore is None else ~clip.ignore
         masks = resize_masks(clip.masks.reshape(-1, *clip.size), self.image_size)  # all frames' objects in one call
         return {
-            "frames": preprocess_frames(clip.frames, self.image_size),
+            "frames": preprocess_frames(clip.frames, self.image_size, exact=video.augment.backend == "reference"),
             "masks": masks.unflatten(0, clip.masks.shape[:2]),
             "valid": None if valid is None else resize_masks(valid, self.image_size),
             "source": clip.source,
