@@ -51,6 +51,10 @@ class Sam2ModelSpec(ModelSpec):
     ``memory``: the video model's memory attention, memory encoder and object pointers (video training only)."""
     multimask_output: bool = True
     """Predict 3 masks for single-click prompts and train the best one (as the official trainer)."""
+    stability_fallback: bool = True
+    """Single-mask prediction (evaluation, inference, export) as Meta's predictor: an unstable mask of token 0 is
+    replaced by the best of the three multimask outputs. Turn it off for a model trained from random weights with
+    ``multimask_output: false``, whose multimask outputs never trained (README, "The demo")."""
     random_init: Literal["transformers", "reference"] = "transformers"
     """Without ``checkpoint``: random weights drawn as Hugging Face draws them (N(0, 0.02)) or as Meta's reference
     does (PyTorch's defaults), from which a model trained from scratch learns to follow its prompts (README, "The demo")."""
