@@ -255,7 +255,8 @@ class Sam2InferenceSpec(InferenceSpec):
     """videos: PNG index map of the first frame (palette or grey; each non-zero value one object) giving the
     objects to track; else ``boxes`` (one object each) or ``points`` (one object) on the first frame."""
     multimask_output: bool = True
-    """prompted: for a single click, predict 3 masks and keep the best-scoring one."""
+    """For a single click (prompted, and each point of ``automatic``), predict 3 masks and keep the best-scoring
+    one; false: the single mask, for a model trained with ``model.multimask_output: false``."""
     backend: Literal["torch", "onnx"] = "torch"
     """``onnx`` runs the graphs written by ``segfit export`` (``onnx_dir``) in onnxruntime."""
     onnx_dir: str = ""
