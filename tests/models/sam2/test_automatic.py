@@ -75,13 +75,14 @@ class FakePredictor:
 
     def __init__(self, masks, scores):
         self.masks, self.scores = masks, scores
-        self.batches, self.images_set = [], 0
+        self.batches, self.multimask, self.images_set = [], [], 0
 
     def set_image(self, image):
         self.images_set += 1
 
     def predict(self, points, labels, boxes=None, mask_input=None, multimask_output=False, best_only=False):
-        assert multimask_output and best_only and boxes is None and mask_input is None
+        assert best_only and boxes is None and mask_input is None
+        self.multimask.append(multimask_output)
         assert points.shape[1:] == (1, 2) and torch.equal(labels, torch.ones(len(points), 1, dtype=torch.long))
         self.batches.append(len(points))
         chosen = [self._lookup(int(x), int(y)) for x, y in points[:, 0].tolist()]
@@ -129,6 +130,16 @@ def test_automatic_map_end_to_end_with_a_fake_predictor(batch_size):
     np.testing.assert_array_equal(result.index_map, expected)
     assert result.scores == pytest.approx([0.9, 0.7])
     assert result.points.shape == (9, 2)
+    assert all(fake.multimask)  # SAM's automatic masks: the best of three per point
+
+
+def test_automatic_map_can_ask_for_the_single_mask():
+    """A model trained with ``model.multimask_output: false`` (the demo) has untrained multimask outputs: its map
+    must come from the single mask (``inference.multimask_output: false``)."""
+    fake = FakePredictor([A, D], [0.9, 0.7])
+    automatic_map(fake, np.zeros((H, W, 3), np.uint8), config=Sam2AutomaticSpec(num_points=4, batch_size=2),
+                  multimask_output=False)
+    assert fake.multimask == [False, False]
 
 
 def test_empty_region_gives_an_empty_map_without_predicting():

@@ -10,6 +10,7 @@ from segfit.data.synthetic import write_synthetic_images
 from segfit.engine.evaluation import Shard
 from segfit.engine.trainer import train
 from segfit.models.sam2.features import image_embeddings
+from segfit.models.sam2.predict import predict_low_res
 from segfit.models.sam2.recipe import PART_PREFIXES, Sam2Recipe, part_of
 from segfit.registry import recipe_for
 from segfit.spec import load_spec
@@ -126,3 +127,22 @@ def test_fine_tuning_learns(data_dir, tmp_path):
     train(recipe_for(spec), spec)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["loss"] < 0.8 * records[0]["loss"]
+
+
+def test_stability_fallback_off_keeps_mask_token_0(data_dir, tmp_path):
+    """``model.stability_fallback: false``: eval-mode single masks are mask token 0's (as in training), never one
+    of the multimask outputs, and the config says so (exports carry it); on, an unstable random mask falls back."""
+    points, labels = torch.tensor([[[60.0, 80.0]], [[200.0, 30.0]]]), torch.ones(2, 1, dtype=torch.long)
+    pixels, masks = torch.rand(1, 3, 256, 256), {}
+    for fallback in (True, False):
+        torch.manual_seed(0)
+        model = Sam2Recipe(make_spec(data_dir, tmp_path, "model.random_init=reference",
+                                     f"model.stability_fallback={str(fallback).lower()}")).build_model()
+        assert model.config.mask_decoder_config.dynamic_multimask_via_stability is fallback
+        embeddings = image_embeddings(model, pixels, False)
+        with torch.no_grad():
+            token_0 = predict_low_res(model.train(), embeddings, points, labels)[0]
+            masks[fallback] = predict_low_res(model.eval(), embeddings, points, labels)[0]
+        if not fallback:
+            assert torch.equal(masks[fallback], token_0)
+    assert not torch.equal(masks[True], masks[False])  # same seed, same weights: only the fallback differs

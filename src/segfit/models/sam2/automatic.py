@@ -32,11 +32,13 @@ def automatic_map(
     image: np.ndarray,
     region: np.ndarray | None = None,
     config: Sam2AutomaticSpec | None = None,
+    multimask_output: bool = True,
 ) -> AutoMapResult:
-    """Sets ``image`` on the predictor, then points → best mask per point → stitched index map.
+    """Sets ``image`` on the predictor, then points → one mask per point → stitched index map.
 
     ``region`` (H×W bool, None = the whole image) limits both where points are placed and which pixels the
-    map may label; pixels outside it stay 0.
+    map may label; pixels outside it stay 0. Each point's mask is the best-scoring of the 3 multimask outputs, or
+    without ``multimask_output`` the single mask (a model trained with ``model.multimask_output: false``).
     """
     config = config or Sam2AutomaticSpec()
     hw = image.shape[:2]
@@ -50,7 +52,7 @@ def automatic_map(
     if not len(points):
         return AutoMapResult(index_map=np.zeros(hw, dtype=np.int32), scores=[], points=points)
     predictor.set_image(image)
-    masks, scores = predict_point_masks(predictor, points, config.batch_size)
+    masks, scores = predict_point_masks(predictor, points, config.batch_size, multimask_output)
     index_map, kept = stitch_masks(masks, scores, region, config)
     return AutoMapResult(index_map=index_map, scores=kept, points=points)
 
@@ -76,13 +78,15 @@ def grid_points(region: np.ndarray, num_points: int) -> np.ndarray:
     return np.stack([xx[inside], yy[inside]], axis=1).astype(np.float32)
 
 
-def predict_point_masks(predictor: Sam2Predictor, points: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """One positive click per point, best of the 3 multimask outputs: masks (P, H, W) bool, scores (P,) float32."""
+def predict_point_masks(predictor: Sam2Predictor, points: np.ndarray, batch_size: int,
+                        multimask_output: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """One positive click per point, best of the 3 multimask outputs (or the single mask): masks (P, H, W) bool,
+    scores (P,) float32."""
     masks, scores = [], []
     for start in range(0, len(points), batch_size):
         batch = torch.from_numpy(points[start : start + batch_size])[:, None]
         labels = torch.ones(batch.shape[:2], dtype=torch.long)
-        pred = predictor.predict(batch, labels, multimask_output=True, best_only=True)
+        pred = predictor.predict(batch, labels, multimask_output=multimask_output, best_only=True)
         masks.append(pred.masks[:, 0].cpu().numpy())
         scores.append(pred.scores[:, 0].float().cpu().numpy())
     return np.concatenate(masks), np.concatenate(scores)

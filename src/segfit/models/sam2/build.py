@@ -203,6 +203,13 @@ def _build(model, checkpoint: str | Path | None, random_init: RandomInit):
     return model
 
 
+def set_stability_fallback(model: Sam2Model | Sam2VideoModel, enabled: bool) -> None:
+    """Whether single-mask output falls back to the best multimask output when mask token 0 is unstable (eval mode
+    only, as HF's ``dynamic_multimask_via_stability``); kept in the config too, so exports carry it."""
+    model.mask_decoder.dynamic_multimask_via_stability = enabled
+    model.config.mask_decoder_config.dynamic_multimask_via_stability = enabled
+
+
 REFERENCE_INIT_LAYERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)
 """Layers whose random weights the reference leaves to PyTorch's defaults (it adds no initialisation of its own)."""
 

@@ -60,7 +60,7 @@ def _predictor(load_model: Callable[[], Sam2Model], spec: Sam2Spec) -> Sam2Predi
 def _automatic(predictor: Sam2Predictor, image: np.ndarray, path: Path, spec: Sam2Spec, out_dir: Path) -> list[Path]:
     auto = spec.inference.automatic
     region = _region_for(auto.region, path, image.shape[:2]) if auto.region else None
-    result = automatic_map(predictor, image, region, auto)
+    result = automatic_map(predictor, image, region, auto, spec.inference.multimask_output)
     index_path = out_dir / f"{path.stem}_index.png"
     index_path.parent.mkdir(parents=True, exist_ok=True)
     _save_index(index_path, result.index_map)

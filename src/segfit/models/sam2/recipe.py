@@ -29,7 +29,7 @@ from segfit.metrics.interactive import ClickMetrics, click_protocol
 from segfit.metrics.masks import MeanIoU, mask_iou
 from segfit.models.sam2 import dataset as sam2_dataset
 from segfit.models.sam2 import param_groups as sam2_param_groups
-from segfit.models.sam2.build import build_sam2
+from segfit.models.sam2.build import build_sam2, set_stability_fallback
 from segfit.models.sam2.cache import embedding_cache, pixel_digest, without_color_jitter
 from segfit.models.sam2.export import export_model
 from segfit.models.sam2.features import image_embeddings
@@ -76,7 +76,9 @@ class Sam2Recipe:
     # ---- model -------------------------------------------------------------------------------------------
     def build_model(self) -> Sam2Model:
         m = self.spec.model
-        return self._prepared(build_sam2(m.size, m.version, m.image_size, m.checkpoint, m.random_init))
+        model = build_sam2(m.size, m.version, m.image_size, m.checkpoint, m.random_init)
+        set_stability_fallback(model, m.stability_fallback)
+        return self._prepared(model)
 
     def _prepared(self, model: Sam2Model) -> Sam2Model:
         """Adapters, frozen parts and activation checkpointing as ``model`` asks."""

@@ -51,6 +51,10 @@ class Sam2ModelSpec(ModelSpec):
     ``memory``: the video model's memory attention, memory encoder and object pointers (video training only)."""
     multimask_output: bool = True
     """Predict 3 masks for single-click prompts and train the best one (as the official trainer)."""
+    stability_fallback: bool = True
+    """Single-mask prediction (evaluation, inference, export) as Meta's predictor: an unstable mask of token 0 is
+    replaced by the best of the three multimask outputs. Turn it off for a model trained from random weights with
+    ``multimask_output: false``, whose multimask outputs never trained (README, "The demo")."""
     random_init: Literal["transformers", "reference"] = "transformers"
     """Without ``checkpoint``: random weights drawn as Hugging Face draws them (N(0, 0.02)) or as Meta's reference
     does (PyTorch's defaults), from which a model trained from scratch learns to follow its prompts (README, "The demo")."""
@@ -251,7 +255,8 @@ class Sam2InferenceSpec(InferenceSpec):
     """videos: PNG index map of the first frame (palette or grey; each non-zero value one object) giving the
     objects to track; else ``boxes`` (one object each) or ``points`` (one object) on the first frame."""
     multimask_output: bool = True
-    """prompted: for a single click, predict 3 masks and keep the best-scoring one."""
+    """For a single click (prompted, and each point of ``automatic``), predict 3 masks and keep the best-scoring
+    one; false: the single mask, for a model trained with ``model.multimask_output: false``."""
     backend: Literal["torch", "onnx"] = "torch"
     """``onnx`` runs the graphs written by ``segfit export`` (``onnx_dir``) in onnxruntime."""
     onnx_dir: str = ""
