@@ -8,7 +8,7 @@ set -u
 OUT=${OUT:-/tmp/gpu_session}
 mkdir -p "$OUT"
 BENCH_SECONDS=${1:-330}
-CONFIGS=${2:-tiny_full_official,large_full_official,tiny_frozen_like_for_like,large_frozen_like_for_like,tiny_video_clips,tiny_full_no_corrections,large_full_official_act_ckpt,tiny_full_official_compiled}
+CONFIGS=${2:-tiny_full_official,large_full_official,tiny_frozen_like_for_like,large_frozen_like_for_like,tiny_video_clips,video_24gb_preset,tiny_full_no_corrections,large_full_official_act_ckpt,tiny_full_official_compiled}
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site
