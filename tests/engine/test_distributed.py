@@ -14,6 +14,7 @@ import pytest
 import safetensors.torch
 import torch
 
+from segfit.cli import main as segfit
 from segfit.engine.distributed import (
     Dist,
     TrainingStep,
@@ -127,19 +128,58 @@ def test_two_processes_resume_in_one_with_the_same_global_batch(tmp_path, distri
     run = _torchrun("--standalone", "--nproc_per_node", "2", str(HERE / "toy_recipe.py"), str(tmp_path / "run"),
                     "--max-steps", "3", "--distributed", distributed)
     assert run.returncode == 0, run.stderr[-3000:]
-    resumed, reference = (ToyRecipe(toy_spec(tmp_path / name, batch_size=4, max_steps=6, log_every=2,
-                                             checkpoint_every=3, eval_every=3), dropout=0.0) for name in ("run", "one"))
+    resumed, reference = (_toy_one_by_four(tmp_path / name, max_steps=6) for name in ("run", "one"))
     for recipe in (resumed, reference):
         train(recipe, recipe.spec)
     assert resumed.seen == reference.seen[3 * 4:]  # steps 4 to 6, in order
     # the ranks' halves summed by DDP or FSDP, then one process's whole batches, against whole batches throughout
     # (another thread count too): weights up to 1.1 differ by ≤ 1.3e-7 seen
-    for name, weight in _weights(tmp_path / "one").items():
-        torch.testing.assert_close(_weights(tmp_path / "run")[name], weight, rtol=1e-5, atol=1e-6)
-    records = {name: {(r["step"], r["split"]): r for r in read_records(tmp_path / name / "metrics.jsonl")}
-               for name in ("run", "one")}
+    _assert_resumed_as_uninterrupted(tmp_path / "run", tmp_path / "one")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("first", ["one", "ddp"])
+def test_an_ordinary_checkpoint_resumes_under_fsdp_with_the_same_global_batch(tmp_path, first):
+    """Stopped after step 3 of 6 in 1 process × batch 4 (or DDP 2 × 2), resumed under FSDP in 2 × 2: every process
+    reads the single-file checkpoint whole and keeps its shards of the weights and AdamW moments; the samples,
+    records and weights of the uninterrupted 1 × 4 run follow."""
+    if first == "one":
+        stopped = _toy_one_by_four(tmp_path / "run", max_steps=3)
+        train(stopped, stopped.spec)
+    else:
+        run = _torchrun("--standalone", "--nproc_per_node", "2", str(HERE / "toy_recipe.py"), str(tmp_path / "run"),
+                        "--max-steps", "3", "--distributed", "ddp")
+        assert run.returncode == 0, run.stderr[-3000:]
+    assert (tmp_path / "run" / "checkpoints" / "last" / "model.safetensors").is_file()
+    run = _torchrun("--standalone", "--nproc_per_node", "2", str(HERE / "toy_recipe.py"), str(tmp_path / "run"),
+                    "--max-steps", "6", "--distributed", "fsdp")
+    assert run.returncode == 0, run.stderr[-3000:]
+    reference = _toy_one_by_four(tmp_path / "one", max_steps=6)
+    train(reference, reference.spec)
+    ranks = [json.loads((tmp_path / "run" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(rank["resumed"] for rank in ranks)
+    later = [list(key) for key in reference.seen[3 * 4:]]  # steps 4 to 6; rank r takes the r-th half of each batch
+    assert [rank["seen"] for rank in ranks] == [[key for i, key in enumerate(later) if i % 4 // 2 == r] for r in (0, 1)]
+    last = tmp_path / "run" / "checkpoints" / "last"
+    assert segfit(["consolidate", str(last)]) == 0  # the FSDP run saved a sharded checkpoint
+    _assert_resumed_as_uninterrupted(tmp_path / "run", tmp_path / "one")  # 1e-5, as above
+
+
+def _toy_one_by_four(results_dir: Path, max_steps: int) -> ToyRecipe:
+    """The toy recipe in 1 process × batch 4 with the intervals of ``toy_recipe.py``'s runs."""
+    return ToyRecipe(toy_spec(results_dir, batch_size=4, max_steps=max_steps, log_every=2, checkpoint_every=3,
+                              eval_every=3), dropout=0.0)
+
+
+def _assert_resumed_as_uninterrupted(run: Path, reference: Path) -> None:
+    """Resumed ``run`` (stopped after step 3) ended with the weights and records of ``reference`` within 1e-5, at
+    the steps whose records do not depend on where the run resumed."""
+    for name, weight in _weights(reference).items():
+        torch.testing.assert_close(_weights(run)[name], weight, rtol=1e-5, atol=1e-6)
+    records = {path: {(r["step"], r["split"]): r for r in read_records(path / "metrics.jsonl")}
+               for path in (run, reference)}
     for step, split, key in [(2, "train", "loss"), (3, "val", "mse"), (6, "train", "loss"), (6, "val", "mse")]:
-        assert records["run"][step, split][key] == pytest.approx(records["one"][step, split][key], rel=1e-5)
+        assert records[run][step, split][key] == pytest.approx(records[reference][step, split][key], rel=1e-5)
 
 
 def _free_port() -> int:

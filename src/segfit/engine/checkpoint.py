@@ -44,7 +44,13 @@ from torch import nn
 
 from segfit.engine.distributed import Dist, barrier
 from segfit.engine.fsdp import is_sharded
-from segfit.engine.sharded_checkpoint import SHARDED_DIR, load_sharded, read_sharded_model, save_sharded
+from segfit.engine.sharded_checkpoint import (
+    SHARDED_DIR,
+    load_sharded,
+    load_whole,
+    read_sharded_model,
+    save_sharded,
+)
 from segfit.engine.storage import StorageError
 
 MODEL_FILE = "model.safetensors"
@@ -260,13 +266,40 @@ def load_model_weights(model: nn.Module, path: Path) -> None:
         missing, unexpected = safetensors.torch.load_model(model, str(file), strict=False)
     except RuntimeError as error:  # shape mismatches
         raise RuntimeError(f"{file}: weights do not fit the model: {error}") from error
+    _check_keys(file, model, set(missing), set(unexpected))
+
+
+def _check_keys(file: Path, model: nn.Module, missing: set[str], unexpected: set[str]) -> None:
+    """Raise unless weights ``file`` left out of ``model`` nothing but (trainable-only weights) its frozen parameters
+    and held nothing else."""
     if (trainer_weights(file) or ("full",))[0] == "trainable":
-        missing = set(missing) - _frozen_names(model)
+        missing = missing - _frozen_names(model)
     if missing or unexpected:
         raise RuntimeError(
             f"{file}: weights do not match the model: {len(missing)} missing key(s) {sorted(missing)[:5]}, "
             f"{len(unexpected)} unexpected key(s) {sorted(unexpected)[:5]}"
         )
+
+
+def _load_whole_into_sharded(file: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                             optimizer_state: dict[str, Any]) -> None:
+    """Resume an FSDP run from an ordinary checkpoint (one process or DDP): every process reads the whole file and
+    keeps its shards of the weights and of the optimizer state."""
+    weights = _with_tied_names(model, safetensors.torch.load_file(file))
+    expected = model.state_dict().keys()
+    _check_keys(file, model, set(expected - weights.keys()), set(weights.keys() - expected))
+    load_whole(model, optimizer, weights, optimizer_state)
+
+
+def _with_tied_names(model: nn.Module, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``weights`` under every name of a tied tensor: safetensors stores it once, under one of them."""
+    aliases: dict[torch.Tensor, list[str]] = {}
+    for name, tensor in [*model.named_parameters(remove_duplicate=False),
+                         *model.named_buffers(remove_duplicate=False)]:
+        aliases.setdefault(tensor, []).append(name)
+    tied = {alias: weights[name] for names in aliases.values() if len(names) > 1
+            for name in names if name in weights for alias in names if alias not in weights}
+    return {**weights, **tied}
 
 
 def load_checkpoint(
@@ -296,8 +329,10 @@ def load_checkpoint(
                              f"`segfit consolidate {dir}`")
         load_sharded(dir / SHARDED_DIR, model, optimizer)
     elif is_sharded(model):
-        raise ValueError(f"{dir}: not a sharded checkpoint, but train.distributed is fsdp: a run keeps the "
-                         "train.distributed it started with (or start afresh from these weights with model.checkpoint)")
+        if optimizer is None:
+            raise ValueError(f"{dir}: a sharded model resumes training only; load these weights into the plain model")
+        _check_base(dir / MODEL_FILE, base)
+        _load_whole_into_sharded(dir / MODEL_FILE, model, optimizer, state["optimizer"])
     else:
         _check_base(dir / MODEL_FILE, base)
         load_model_weights(model, dir)

@@ -8,18 +8,22 @@ so no process ever holds the whole model or optimizer state. The tensors are key
 process (DCP reshards them when read; one process reads them whole to consolidate). ``engine/checkpoint.py`` puts
 them into a checkpoint directory beside ``trainer_state.pt`` (which then holds no optimizer) and ``meta.json``, with
 the same atomic rename as every checkpoint.
+
+An FSDP run also resumes from an ordinary checkpoint (one process or DDP): ``load_whole`` gives each process its
+shards of the whole weights and optimizer state.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 SHARDED_DIR = "sharded"
 MODEL_KEY, OPTIMIZER_KEY = "model", "optimizer"
@@ -41,6 +45,40 @@ def load_sharded(dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer) 
     state = {MODEL_KEY: model_state, OPTIMIZER_KEY: optimizer_state}
     dcp.load(state, checkpoint_id=str(dir))  # without a process group (one process) it warns that it reads whole
     set_state_dict(model, optimizer, model_state_dict=state[MODEL_KEY], optim_state_dict=state[OPTIMIZER_KEY])
+
+
+def load_whole(model: nn.Module, optimizer: torch.optim.Optimizer, weights: dict[str, torch.Tensor],
+               optimizer_state: dict[str, Any]) -> None:
+    """Load an ordinary checkpoint into the sharded ``model`` and ``optimizer`` (every process calls it): its whole
+    ``weights`` by name and ``optimizer_state`` as ``optimizer.state_dict()`` gave it (keyed by position).
+
+    Every process has read the file, so each keeps its shards without a broadcast from rank 0. Not strict:
+    ``weights`` may leave out frozen parameters (the caller checked the keys), and a parameter that had no gradient
+    yet has no optimizer state; it gets none here either, as ``optimizer.load_state_dict`` leaves it.
+    """
+    named = _by_name(model, optimizer, optimizer_state)
+    set_state_dict(model, optimizer, model_state_dict=weights, optim_state_dict=named,
+                   options=StateDictOptions(full_state_dict=True, strict=False))
+    for name, param in model.named_parameters():  # set_state_dict gave every parameter a state (a zero step)
+        if name not in named["state"]:
+            optimizer.state.pop(param, None)
+
+
+def _by_name(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> dict[str, Any]:
+    """``optimizer.state_dict()``-style ``state`` keyed by parameter name, as ``set_state_dict`` takes it: the saved
+    positions are those of this optimizer's parameters (the same recipe's parameter groups, in the same order)."""
+    sizes = [len(group["params"]) for group in optimizer.param_groups]
+    saved_sizes = [len(group["params"]) for group in state["param_groups"]]
+    if sizes != saved_sizes:
+        raise ValueError(f"the checkpoint's optimizer has parameter groups of {saved_sizes} parameters, this run's "
+                         f"{sizes}: resume with the model and optim settings it was trained with")
+    names = {param: name for name, param in model.named_parameters()}
+    saved = [index for group in state["param_groups"] for index in group["params"]]
+    current = [names[param] for group in optimizer.param_groups for param in group["params"]]
+    name_of = dict(zip(saved, current))
+    return {"state": {name_of[index]: value for index, value in state["state"].items()},
+            "param_groups": [{**group, "params": [name_of[index] for index in group["params"]]}
+                             for group in state["param_groups"]]}
 
 
 def read_sharded_model(dir: Path) -> dict[str, torch.Tensor]:
