@@ -17,7 +17,8 @@ checkpoint for an image model's export, comes from there). The file's metadata s
 
 An FSDP run (``train.distributed: fsdp``) writes ``sharded/`` instead of ``model.safetensors`` and keeps the
 optimizer there too, every process its shards (``engine/sharded_checkpoint.py``); ``segfit consolidate`` adds the
-``model.safetensors`` (``full``) that evaluation, inference and export read.
+``model.safetensors`` (``full``) that evaluation, inference and export read. It also resumes from an ordinary
+checkpoint (one process or DDP): every process reads the whole weights and optimizer state and keeps its shards.
 
 A checkpoint is written into a temporary sibling directory and renamed over the old one only when complete,
 so a crash while saving leaves the previous checkpoint intact; a failed write (a full disk) raises a
@@ -284,22 +285,12 @@ def _check_keys(file: Path, model: nn.Module, missing: set[str], unexpected: set
 def _load_whole_into_sharded(file: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                              optimizer_state: dict[str, Any]) -> None:
     """Resume an FSDP run from an ordinary checkpoint (one process or DDP): every process reads the whole file and
-    keeps its shards of the weights and of the optimizer state."""
-    weights = _with_tied_names(model, safetensors.torch.load_file(file))
+    keeps its shards of the weights and of the optimizer state. (A tied tensor, which safetensors stores under one
+    name, would count as missing under its other names: no family ties any.)"""
+    weights = safetensors.torch.load_file(file)
     expected = model.state_dict().keys()
     _check_keys(file, model, set(expected - weights.keys()), set(weights.keys() - expected))
     load_whole(model, optimizer, weights, optimizer_state)
-
-
-def _with_tied_names(model: nn.Module, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``weights`` under every name of a tied tensor: safetensors stores it once, under one of them."""
-    aliases: dict[torch.Tensor, list[str]] = {}
-    for name, tensor in [*model.named_parameters(remove_duplicate=False),
-                         *model.named_buffers(remove_duplicate=False)]:
-        aliases.setdefault(tensor, []).append(name)
-    tied = {alias: weights[name] for names in aliases.values() if len(names) > 1
-            for name in names if name in weights for alias in names if alias not in weights}
-    return {**weights, **tied}
 
 
 def load_checkpoint(

@@ -59,7 +59,7 @@ def load_whole(model: nn.Module, optimizer: torch.optim.Optimizer, weights: dict
     named = _by_name(model, optimizer, optimizer_state)
     set_state_dict(model, optimizer, model_state_dict=weights, optim_state_dict=named,
                    options=StateDictOptions(full_state_dict=True, strict=False))
-    for name, param in model.named_parameters():  # set_state_dict gave every parameter a state (a zero step)
+    for name, param in model.named_parameters():  # set_state_dict first gave every one a state (a step at lr 0)
         if name not in named["state"]:
             optimizer.state.pop(param, None)
 
