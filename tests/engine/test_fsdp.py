@@ -13,17 +13,19 @@ import pytest
 import safetensors.torch
 import torch
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
 from segfit.cli import main as segfit
 from segfit.engine.checkpoint import find_checkpoint
 from segfit.engine.logging import read_records
+from segfit.engine.sharded_checkpoint import _by_name
 from segfit.engine.trainer import train
 from segfit.tasks.common import weights_for
 
 HERE = Path(__file__).parent
 SRC = HERE.parents[1] / "src"
 sys.path.insert(0, str(HERE))  # the toy recipe sits next to the tests
-from toy_recipe import ToyRecipe, toy_spec  # noqa: E402
+from toy_recipe import DIM, ToyModel, ToyRecipe, toy_spec  # noqa: E402
 
 
 def _fsdp_toy(results_dir: Path, max_steps: int) -> None:
@@ -95,3 +97,18 @@ def test_a_sharded_checkpoint_needs_consolidating_before_evaluation(tmp_path):
     (last / "trainer_state.pt").write_bytes(b"")
     with pytest.raises(FileNotFoundError, match=f"segfit consolidate {last}` writes the model.safetensors"):
         weights_for(toy_spec(tmp_path), None)
+
+
+def test_an_ordinary_optimizer_state_is_keyed_by_parameter_name_as_torch_keys_it():
+    """What an FSDP run resuming from an ordinary checkpoint hands ``set_state_dict``: the positions of
+    ``optimizer.state_dict()`` as the names ``get_optimizer_state_dict`` gives (the head in a group of its own, a
+    frozen layer outside the optimizer); other parameter groups stop with what to do."""
+    model = ToyModel(dropout=0.0)
+    optimizer = torch.optim.AdamW([{"params": [model.fc.weight, model.pos_embed]},
+                                   {"params": list(model.head.parameters())}])
+    model(torch.randn(3, DIM)).sum().backward()
+    optimizer.step()
+    assert _by_name(model, optimizer, optimizer.state_dict()) == get_optimizer_state_dict(model, optimizer)
+    other = torch.optim.AdamW([{"params": [model.fc.weight]}, {"params": list(model.head.parameters())}])
+    with pytest.raises(ValueError, match=r"parameter groups of \[2, 2\] parameters, this run's \[1, 2\]: resume with"):
+        _by_name(model, other, optimizer.state_dict())
