@@ -76,13 +76,12 @@ class Sam2Recipe:
     # ---- model -------------------------------------------------------------------------------------------
     def build_model(self) -> Sam2Model:
         m = self.spec.model
-        model = build_sam2(m.size, m.version, m.image_size, m.checkpoint, m.random_init)
-        set_stability_fallback(model, m.stability_fallback)
-        return self._prepared(model)
+        return self._prepared(build_sam2(m.size, m.version, m.image_size, m.checkpoint, m.random_init))
 
     def _prepared(self, model: Sam2Model) -> Sam2Model:
-        """Adapters, frozen parts and activation checkpointing as ``model`` asks."""
+        """Adapters, frozen parts, activation checkpointing and the stability fallback as ``model`` asks."""
         m = self.spec.model
+        set_stability_fallback(model, m.stability_fallback)
         add_lora(model, m.lora, m.trainable)  # before freezing: peft leaves only the adapters trainable
         for name, param in model.named_parameters():
             param.requires_grad_(part_of(name) in m.trainable or is_adapter(name))
