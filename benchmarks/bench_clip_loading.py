@@ -17,10 +17,12 @@ package (installed with ``sam2``) and its imports ``tensordict``, ``fvcore``, ``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -54,8 +56,9 @@ def official_dataset(train: dict[str, Path], image_size: int, num_frames: int = 
         T.NormalizeAPI(mean=MEAN, std=STD),
     ]
     videos = PNGRawDataset(img_folder=str(train["train_images"]), gt_folder=str(train["train_annotations"]))
-    return VOSDataset(steps, training=True, video_dataset=videos,
-                      sampler=RandomUniformSampler(num_frames, max_objects), multiplier=1)
+    with contextlib.redirect_stdout(sys.stderr):  # it prints its length, where the JSON line goes
+        return VOSDataset(steps, training=True, video_dataset=videos,
+                          sampler=RandomUniformSampler(num_frames, max_objects), multiplier=1)
 
 
 def segfit_dataset(train: dict[str, Path], image_size: int, run_dir: str, backend: str = "fast"):

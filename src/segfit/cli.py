@@ -30,7 +30,7 @@ from segfit import __version__
 SPEC_TASKS = {
     "train": "fine-tune a model (auto-resumes from results_dir)",
     "evaluate": "metrics of a checkpoint (default: the run's best) on data.test or data.val",
-    "inference": "run a checkpoint on images: prompted masks or an automatic instance map",
+    "inference": "run a checkpoint on images or videos: prompted masks, an instance map, tracked objects, boxes",
     "export": "write a checkpoint in exchange formats (Hugging Face directory, official .pt, ONNX)",
     "serve": "a local click-to-segment page: the base and the fine-tuned SAM 2 side by side",
 }

@@ -224,6 +224,7 @@ def test_objects_weigh_the_same_whatever_their_frames():
     assert [(o["object"], o["frames"]) for o in metrics.objects] == [("A_1", 2), ("B_1", 3), ("B_2", 3)]
     assert [o["j"] for o in metrics.objects] == pytest.approx([0.75, 1.0, 0.0])
     assert [o["f"] for o in metrics.objects] == pytest.approx([(1 + f_wide) / 2, 1.0, 0.0])
+    assert [o["j&f"] for o in metrics.objects] == pytest.approx([(0.75 + (1 + f_wide) / 2) / 2, 1.0, 0.0])
     out = metrics.compute()
     assert out["j_mean"] == pytest.approx(1.75 / 3)  # per object, not per frame ((1 + 0.5 + 3) / 8)
     assert out["f_mean"] == pytest.approx(((1 + f_wide) / 2 + 1 + 0) / 3)

@@ -116,7 +116,7 @@ class VideoMetrics:
         self.videos = 0
         self.objects: list[dict[str, float | int | str]] = []
         """One record per object: ``object`` (``<video>_<k>``, k from 1, as DAVIS names them), ``j``, ``f``,
-        ``frames``."""
+        ``j&f`` (their mean), ``frames``."""
 
     def update(self, pred: Tensor, gt: Tensor, void: Tensor | None = None, video: str | None = None) -> None:
         """Adds one video: bool masks ``(T, N, H, W)`` for its T frames and N objects, ``void`` ``(T, H, W)``.
@@ -141,7 +141,7 @@ class VideoMetrics:
         self.videos += 1
         frames = stop - first
         for k, (j, f) in enumerate(zip((j_sum / frames).tolist(), (f_sum / frames).tolist()), start=1):
-            self.objects.append({"object": f"{video}_{k}", "j": j, "f": f, "frames": frames})
+            self.objects.append({"object": f"{video}_{k}", "j": j, "f": f, "j&f": (j + f) / 2, "frames": frames})
 
     def merge(self, other: VideoMetrics) -> None:
         """Add the videos ``other`` saw (another process's part of a split), after this one's."""

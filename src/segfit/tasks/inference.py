@@ -1,4 +1,4 @@
-"""``segfit inference``: run a checkpoint on images; outputs under ``inference.output_dir``."""
+"""``segfit inference``: run a checkpoint on images or videos; outputs under ``inference.output_dir``."""
 
 from __future__ import annotations
 
