@@ -1,11 +1,14 @@
 """SAM 2 on videos through the recipe: clips (dataset, collate, training through the engine), J&F validation and
 inference on a frame folder or a video file."""
 
+import json
+import math
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 
 from segfit.data.formats import open_video_split
@@ -69,6 +72,40 @@ def test_training_on_clips_validates_with_j_and_f_and_resumes(videos, tmp_path):
     assert (tmp_path / "samples" / "step_000002" / "per_object.csv").is_file()
     more = make_spec(videos, tmp_path, "train.max_steps=3", "train.log_every=1", "train.checkpoint_every=1")
     assert train(recipe_for(more), more)["step"] == 3
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")  # a skipped first step
+def test_two_frame_clips_given_whole_as_masks_are_stepped_over(videos, tmp_path, monkeypatch):
+    """Meta's trainer crashes in backward on a 2-frame clip whose both frames are mask prompts (nothing is
+    predicted, so the loss has no gradient); segfit's engine steps over such batches (no optimizer step, grad_norm 0)
+    and trains on the others (1 initial frame: frame 1 is tracked from memory)."""
+    spec = make_spec(videos, tmp_path, "data.batch_size=1", "data.video.num_frames=2",
+                     "train.video.prompts.prob_click=0", "train.video.prompts.prob_box=0",
+                     "train.video.prompts.prob_mask=1",
+                     "train.video.num_init_cond_frames=2",  # 1 or 2 initial frames, drawn per batch
+                     "train.max_steps=6", "train.log_every=1")
+    recipe = recipe_for(spec)
+    trains, before = [], []  # per step: whether its loss has a gradient, the trainable weights it started from
+    step = recipe.training_step
+
+    def recorded(model, batch):
+        before.append({name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad})
+        terms = step(model, batch)
+        trains.append(terms["loss"].requires_grad)
+        return terms
+
+    monkeypatch.setattr(recipe, "training_step", recorded)
+    assert train(recipe, spec)["step"] == 6
+    assert json.loads((tmp_path / "checkpoints" / "last" / "meta.json").read_text())["step"] == 6
+    assert len(trains) == 6 and 0 < trains.count(False) < 6, trains  # both kinds of step (seeded draws)
+    records = [r for r in read_records(tmp_path / "metrics.jsonl") if r["split"] == "train"]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert all(math.isfinite(r["loss"]) for r in records)
+    assert [r["grad_norm"] > 0 for r in records] == trains  # no gradient at all where nothing trains
+    last = safetensors.torch.load_file(tmp_path / "checkpoints" / "last" / "model.safetensors")
+    after = [*before[1:], {name: last[name] for name in before[0]}]
+    for trained, start, end in zip(trains, before, after):  # weights move exactly on the steps that train
+        assert any(not torch.equal(start[name], end[name]) for name in start) == trained
 
 
 def test_images_and_videos_train_together_each_batch_from_one_dataset(videos, tmp_path, monkeypatch):

@@ -178,7 +178,8 @@ class Sam2VideoTrainSpec:
     prompts: Sam2PromptSpec = field(
         default_factory=lambda: Sam2PromptSpec(prob_click=0.25, prob_box=0.25, prob_mask=0.5))
     """Prompts of the initial conditioning frames, one kind per batch (official video: click 0.25, box 0.25, mask
-    0.5), and the correction clicks; ``max_points`` and ``click_at`` apply to images only (one random click)."""
+    0.5), and the correction clicks; ``max_points`` applies to images only (one click per object: at random, or at
+    its centre with ``click_at: center``)."""
     num_init_cond_frames: int = 2
     """The first frame plus up to this many − 1 random others are prompted (1 to this many, drawn per batch;
     official 2)."""
