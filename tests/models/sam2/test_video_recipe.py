@@ -47,6 +47,18 @@ def test_video_data_picks_the_video_recipe_and_model(videos, tmp_path):
     assert trainable == {"prompt_encoder", "mask_decoder", "memory"}
 
 
+def test_memory_attention_dropout_is_set_everywhere_it_is_drawn(videos, tmp_path):
+    """Its layers' outputs and its RoPE attention maps, and the config (exports carry it)."""
+    model = recipe_for(make_spec(videos, tmp_path, "model.memory_attention_dropout=0.25")).build_model()
+    layers = [m for m in model.memory_attention.modules() if isinstance(m, torch.nn.Dropout)]
+    maps = [m for m in model.memory_attention.modules() if hasattr(m, "dropout_p")]
+    assert len(layers) == 4 * len(model.memory_attention.layers) and len(maps) == 2 * len(model.memory_attention.layers)
+    assert {m.p for m in layers} == {m.dropout_p for m in maps} == {0.25}
+    assert model.config.memory_attention_dropout == model.config.memory_attention_rope_dropout == 0.25
+    with pytest.raises(ValueError, match="memory_attention_dropout"):
+        make_spec(videos, tmp_path, "model.memory_attention_dropout=1")
+
+
 def test_a_batch_of_clips_flattens_its_objects(videos, tmp_path):
     recipe = recipe_for(make_spec(videos, tmp_path))
     dataset = recipe.train_dataset().sources[0].dataset

@@ -210,6 +210,17 @@ def set_stability_fallback(model: Sam2Model | Sam2VideoModel, enabled: bool) -> 
     model.config.mask_decoder_config.dynamic_multimask_via_stability = enabled
 
 
+def set_memory_attention_dropout(model: Sam2VideoModel, p: float) -> None:
+    """Dropout of the memory attention in training (official 0.1): on its layers' outputs and on its attention
+    maps; kept in the config too, so exports carry it."""
+    for module in model.memory_attention.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = p
+        elif hasattr(module, "dropout_p"):  # the RoPE attention's maps
+            module.dropout_p = p
+    model.config.memory_attention_dropout = model.config.memory_attention_rope_dropout = p
+
+
 REFERENCE_INIT_LAYERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)
 """Layers whose random weights the reference leaves to PyTorch's defaults (it adds no initialisation of its own)."""
 

@@ -58,6 +58,9 @@ class Sam2ModelSpec(ModelSpec):
     random_init: Literal["transformers", "reference"] = "transformers"
     """Without ``checkpoint``: random weights drawn as Hugging Face draws them (N(0, 0.02)) or as Meta's reference
     does (PyTorch's defaults), from which a model trained from scratch learns to follow its prompts (README, "The demo")."""
+    memory_attention_dropout: float = 0.1
+    """Video training: dropout in the memory attention, on its layers' outputs and its attention maps (official
+    0.1). Each process draws its own masks, so 0 is what makes N processes × B clips train exactly as 1 × N·B."""
     lora: Sam2LoraSpec = field(default_factory=Sam2LoraSpec)
     activation_checkpointing: bool = False
     """Recompute the image-encoder (Hiera) blocks, and in video training the memory attention, in the backward pass
@@ -67,6 +70,8 @@ class Sam2ModelSpec(ModelSpec):
     def __post_init__(self) -> None:
         if self.image_size < 256 or self.image_size % 32:  # the FPN adds stride-32 features upsampled ×2 to stride-16 ones
             raise ValueError(f"image_size: {self.image_size} must be a multiple of 32 and at least 256")
+        if not 0 <= self.memory_attention_dropout < 1:
+            raise ValueError(f"memory_attention_dropout: {self.memory_attention_dropout} must be in [0, 1)")
 
 
 @dataclass

@@ -25,7 +25,7 @@ from segfit.data.formats import VIDEO_FORMATS, open_video_split
 from segfit.engine.evaluation import Shard
 from segfit.metrics.video import VideoMetrics
 from segfit.models.sam2 import dataset as sam2_dataset
-from segfit.models.sam2.build import build_sam2_video
+from segfit.models.sam2.build import build_sam2_video, set_memory_attention_dropout
 from segfit.models.sam2.peft import encoder_trains
 from segfit.models.sam2.recipe import Sam2Recipe, write_rows
 from segfit.models.sam2.spec import Sam2Spec
@@ -45,7 +45,9 @@ class Sam2VideoRecipe(Sam2Recipe):
 
     def build_model(self) -> Sam2VideoModel:
         m = self.spec.model
-        return self._prepared(build_sam2_video(m.size, m.version, m.image_size, m.checkpoint, m.random_init))
+        model = build_sam2_video(m.size, m.version, m.image_size, m.checkpoint, m.random_init)
+        set_memory_attention_dropout(model, m.memory_attention_dropout)
+        return self._prepared(model)
 
     def _split_dataset(self, split: MixSpec, data: DataSpec) -> Dataset:
         """Clips of ``split``: its own length and object count, or the defaults of its kind (an image split gives
