@@ -12,9 +12,14 @@ differently, by about one grey level, which would move the logits by ~1e-2).
 Clicked objects match as transformers ships. A mask-prompted object does not: transformers (5.24) departs from
 Meta's predictor twice on the mask path (``official_mask_path`` below), by up to ~5e-4 in the logits of the
 frames after the mask. With those two steps done as Meta does them, every object matches to ≤1e-6.
+
+segfit's own tracking forward is compared with the predictor on that clip, on an 18-frame one that passes both
+memory windows, and after exporting a "fine-tuned" video model that the predictor loads.
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -45,19 +50,31 @@ MASK_OBJECT, CLICKS_OBJECT, CLICK_OBJECT = 1, 2, 3
 CLICKS = (np.array([[40.0, 30.0], [90.0, 70.0]]), np.array([1, 0]))
 CLICK = (np.array([[100.0, 20.0]]), np.array([1]))
 LOGIT_TOLERANCE = 1e-4
+LONG_FRAMES = 18
+"""Past both memory windows of SAM 2: the last frame reads the memories of the prompted frame and the 6 frames
+before it (``num_maskmem`` 7) and the object pointers of the prompted frame and the 15 frames before it
+(``max_object_pointers_in_encoder`` 16): frame 17 is the first that leaves a frame's pointer out."""
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    """A smooth random clip drifting right by 3 px a frame, as JPEG frames ``0.jpg``…, and a first-frame mask."""
-    coarse = np.random.default_rng(5).integers(0, 256, (6, 12, 3), dtype=np.uint8)
-    wide = np.array(Image.fromarray(coarse).resize((WIDTH + 3 * FRAMES, HEIGHT), Image.BICUBIC))
-    folder = tmp_path_factory.mktemp("clip")
-    for t in range(FRAMES):
-        Image.fromarray(wide[:, 3 * (FRAMES - t) : 3 * (FRAMES - t) + WIDTH]).save(folder / f"{t}.jpg", quality=95)
-    rows, cols = np.mgrid[:HEIGHT, :WIDTH]
-    mask = ((rows - 50) / 20) ** 2 + ((cols - 60) / 30) ** 2 <= 1
-    return folder, mask
+    """``clip(frames)``: a smooth random clip drifting right by 3 px a frame, as JPEG frames ``0.jpg``…, and a
+    first-frame mask."""
+    made = {}
+
+    def make(frames: int = FRAMES):
+        if frames not in made:
+            coarse = np.random.default_rng(5).integers(0, 256, (6, 12, 3), dtype=np.uint8)
+            wide = np.array(Image.fromarray(coarse).resize((WIDTH + 3 * frames, HEIGHT), Image.BICUBIC))
+            folder = tmp_path_factory.mktemp(f"clip_{frames}")
+            for t in range(frames):
+                shift = 3 * (frames - t)
+                Image.fromarray(wide[:, shift : shift + WIDTH]).save(folder / f"{t}.jpg", quality=95)
+            rows, cols = np.mgrid[:HEIGHT, :WIDTH]
+            made[frames] = folder, ((rows - 50) / 20) ** 2 + ((cols - 60) / 30) ** 2 <= 1
+        return made[frames]
+
+    return make
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +126,7 @@ def reference_track(predictor, folder, mask) -> tuple[torch.Tensor, dict[int, to
         for _ in predictor.propagate_in_video(state):
             pass
     logits = {}
-    for t in range(FRAMES):
+    for t in range(state["num_frames"]):
         per_object = []
         for obj_idx in range(len(state["obj_ids"])):
             outputs = state["output_dict_per_obj"][obj_idx]
@@ -158,16 +175,23 @@ def official_mask_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Sam2VideoModel, "_use_mask_as_output", memory_from_low_res)
 
 
-def max_difference(got: dict[int, torch.Tensor], expected: dict[int, torch.Tensor], objects: slice) -> float:
-    assert sorted(got) == sorted(expected) == list(range(FRAMES))
-    for t in range(FRAMES):
+def assert_tracked(logits: dict[int, torch.Tensor]) -> None:
+    """Every object tracked after the prompted frame, none scored "absent" (logits -1024), so masks are compared."""
+    tracked = torch.stack([logits[t] for t in range(1, len(logits))])
+    assert (tracked > 0).any() and (tracked < 0).any() and (tracked > -1000).all()
+
+
+def max_difference(got: dict[int, torch.Tensor], expected: dict[int, torch.Tensor], objects: slice,
+                   frames: int = FRAMES) -> float:
+    assert sorted(got) == sorted(expected) == list(range(frames))
+    for t in range(frames):
         assert got[t].shape == expected[t].shape == (3, 1, SIZE // 4, SIZE // 4)
-    return max((got[t][objects] - expected[t][objects]).abs().max().item() for t in range(FRAMES))
+    return max((got[t][objects] - expected[t][objects]).abs().max().item() for t in range(frames))
 
 
 @pytest.mark.parametrize("version", ["2.0", "2.1"])
 def test_video_tracking_matches_reference(version, official, clip, tmp_path, monkeypatch):
-    folder, mask = clip
+    folder, mask = clip()
     predictor, checkpoint = official(version)
     model = build_sam2_video("tiny", version, SIZE, checkpoint=checkpoint).eval()
     exported = torch.load(export_official_pt(model, tmp_path / "exported.pt"), weights_only=True)["model"]
@@ -175,8 +199,7 @@ def test_video_tracking_matches_reference(version, official, clip, tmp_path, mon
     assert sorted(exported) == sorted(reference) and all(torch.equal(exported[k], v) for k, v in reference.items())
 
     frames, expected = reference_track(predictor, folder, mask)
-    tracked = torch.stack([expected[t] for t in range(1, FRAMES)])
-    assert (tracked > 0).any() and (tracked < 0).any() and (tracked > -1000).all()  # every object tracked, none "absent"
+    assert_tracked(expected)
 
     as_shipped = transformers_track(model, frames, mask)
     assert max_difference(as_shipped, expected, slice(1, 3)) <= LOGIT_TOLERANCE  # the clicked objects
@@ -213,15 +236,90 @@ def segfit_track(model, frames: torch.Tensor, mask) -> dict[int, torch.Tensor]:
         prompts.append(FramePrompts(model_points, torch.tensor(labels[None])))
     with torch.no_grad():
         per_object = [track_clip(model, features, one, p) for p in prompts]
-    return {t: torch.cat([outputs[t].low_res for outputs in per_object]) for t in range(FRAMES)}
+    return {t: torch.cat([outputs[t].low_res for outputs in per_object]) for t in range(len(frames))}
 
 
 @pytest.mark.parametrize("version", ["2.0", "2.1"])
 def test_segfit_tracking_matches_reference(version, official, clip):
     """segfit's batched, differentiable forward tracks as Meta's predictor, for a mask, clicks and one click."""
-    folder, mask = clip
+    folder, mask = clip()
     predictor, checkpoint = official(version)
     model = build_sam2_video("tiny", version, SIZE, checkpoint=checkpoint).eval()
     frames, expected = reference_track(predictor, folder, mask)
     # same weights, same preprocessed frames, other code: float rounding (bf16 memories rounded alike on both sides)
+    assert max_difference(segfit_track(model, frames, mask), expected, slice(0, 3)) <= LOGIT_TOLERANCE
+
+
+@contextmanager
+def memory_reads(attention: torch.nn.Module):
+    """The (memory tokens, object pointer tokens) of every call of a memory attention, Meta's or transformers'."""
+    reads = []
+
+    def record(module, args, kwargs):
+        pointers = kwargs["num_obj_ptr_tokens" if "num_obj_ptr_tokens" in kwargs else "num_object_pointer_tokens"]
+        reads.append((kwargs["memory"].shape[0], pointers))  # sequence first on both sides
+
+    handle = attention.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        yield reads
+    finally:
+        handle.remove()
+
+
+def test_segfit_tracking_matches_reference_past_memory_windows(official, clip):
+    """On a clip longer than both memory windows, segfit drops the same old memories and pointers as Meta does."""
+    folder, mask = clip(LONG_FRAMES)
+    predictor, checkpoint = official("2.1")
+    model = build_sam2_video("tiny", "2.1", SIZE, checkpoint=checkpoint).eval()
+    with memory_reads(predictor.memory_attention) as reference_reads:
+        frames, expected = reference_track(predictor, folder, mask)
+    with memory_reads(model.memory_attention) as reads:
+        got = segfit_track(model, frames, mask)
+    # frame t reads min(t, 7) memories of (SIZE/16)² tokens and min(t, 16) pointers of 4 tokens (256 channels / 64)
+    windows = [(min(t, 7) * (SIZE // 16) ** 2 + 4 * min(t, 16), 4 * min(t, 16)) for t in range(1, LONG_FRAMES)]
+    assert windows[-1] == (7 * 256 + 64, 64)  # the last frame reaches both limits
+    assert reads == 3 * windows  # object after object
+    assert sorted(reference_reads) == sorted(reads)  # Meta: frame after frame, each object on its own
+    assert_tracked(expected)
+    # same weights and frames, other code: float rounding, ≤8e-7 seen (no growth over the 17 tracked frames)
+    assert max_difference(got, expected, slice(0, 3), LONG_FRAMES) <= LOGIT_TOLERANCE
+
+
+FINE_TUNED = {
+    "vision_encoder.backbone.blocks.0.mlp.proj_out.weight": "image_encoder.trunk.blocks.0.mlp.layers.1.weight",
+    "memory_attention.layers.2.cross_attn_image.o_proj.weight": "memory_attention.layers.2.cross_attn_image.out_proj.weight",
+    "memory_encoder.mask_downsampler.layers.1.conv.weight": "memory_encoder.mask_downsampler.encoder.3.weight",
+    "memory_encoder.memory_fuser.layers.0.scale": "memory_encoder.fuser.layers.0.gamma",
+    "object_pointer_proj.layers.0.weight": "obj_ptr_proj.layers.1.weight",
+}
+"""The tensors a "fine-tuning" changes in a video model (transformers name → official name): image encoder, memory
+attention, memory encoder (downsampler and fuser) and object-pointer projection. Each of these changes alone moves
+the tracked logits of the 4-frame clip by 1e-2 (the pointer projection) to 3 (the image encoder), far above the
+tolerance, so the tracking comparison checks that every one was written where Meta's model reads it."""
+
+
+def test_finetuned_video_model_tracks_in_reference_video_predictor(official, clip, tmp_path):
+    """A fine-tuned video model's export carries its own memory modules, not the starting checkpoint's.
+
+    ``build_sam2_video_predictor`` loads it strictly, finds exactly the fine-tuned tensors changed, and tracks the
+    clip as segfit's forward does on the fine-tuned model.
+    """
+    folder, mask = clip()
+    predictor, checkpoint = official("2.1")
+    start = predictor.state_dict()
+    model = build_sam2_video("tiny", "2.1", SIZE, checkpoint=checkpoint).eval()
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():  # "fine-tuning"
+        for name in FINE_TUNED:
+            parameter = model.get_parameter(name)
+            parameter.add_(0.5 * torch.randn(parameter.shape, generator=generator))
+
+    loaded = load_reference(REFERENCE_YAML["2.1"], export_official_pt(model, tmp_path / "exported.pt"))
+    tensors = loaded.state_dict()
+    assert sorted(tensors) == sorted(start)
+    assert sorted(k for k in start if not torch.equal(tensors[k], start[k])) == sorted(FINE_TUNED.values())
+
+    frames, expected = reference_track(loaded, folder, mask)
+    assert_tracked(expected)
+    # same weights and frames, other code: float rounding, ≤3.4e-6 seen
     assert max_difference(segfit_track(model, frames, mask), expected, slice(0, 3)) <= LOGIT_TOLERANCE
