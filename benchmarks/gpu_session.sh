@@ -27,7 +27,7 @@ timeout 150 python3 -m pytest -q -p no:cacheprovider -k cuda tests/test_prompts.
 tail -3 "$OUT/cuda_tests.txt"
 
 # Issue 9's step against Meta's SAM2Train on the same GPU (each side in its own process; results echo to the log).
-(cd benchmarks && timeout 120 python3 bench_video_step.py --device cuda --steps 10 --precisions bf16,fp32 \
+(cd benchmarks && timeout 120 python3 bench_video_step.py --device cuda --steps 8 --precisions bf16,fp32 \
   > "$OUT/bench_video_step.jsonl" 2> "$OUT/bench_video_step.log")
 echo "video step exit $?"
 cat "$OUT/bench_video_step.jsonl"; grep -E "^(official|segfit)|Error" "$OUT/bench_video_step.log" | tail -8
