@@ -213,7 +213,7 @@ odd_names = st.sampled_from(["00000.PNG", "١.png", "a b.jpg", ".png", "x", "0.j
 
 
 # ---- trees ----------------------------------------------------------------------------------------------------
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
 
 @st.composite

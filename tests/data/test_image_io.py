@@ -159,10 +159,10 @@ def test_labpics_blue_red_combination(tmp_path):
 
 
 def test_list_images_natural_order_and_duplicates(tmp_path):
-    for name in ("sa_10.jpg", "sa_2.png", "sa_1.tif"):
+    for name in ("sa_10.jpg", "sa_2.png", "sa_1.tif", "sa_3.webp"):
         Image.new("RGB", (4, 4)).save(tmp_path / name)
     (tmp_path / "notes.txt").write_text("not an image")
-    assert list(list_images(tmp_path)) == ["sa_1", "sa_2", "sa_10"]
+    assert list(list_images(tmp_path)) == ["sa_1", "sa_2", "sa_3", "sa_10"]
     Image.new("RGB", (4, 4)).save(tmp_path / "sa_2.jpg")
     with pytest.raises(DataError, match="same stem"):
         list_images(tmp_path)

@@ -21,7 +21,7 @@ from PIL import Image, ImageFile
 from segfit.data.files import contained
 from segfit.data.records import DataError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 """Suffixes (lower case) recognised as images when a folder is listed."""
 
 PLANES = {"red": 0, "green": 1, "blue": 2}

@@ -153,7 +153,7 @@ def _frame_entries(entries: list[zipfile.ZipInfo]) -> list[tuple[str, zipfile.Zi
             raise UploadError(f"zip entry {entry.filename!r:.100}: names that leave the archive's folder are refused")
         name = parts[-1]
         if entry.is_dir() or parts[0] == "__MACOSX" or name.startswith(".") or \
-                PurePosixPath(name).suffix.lower() not in IMAGE_EXTENSIONS | {".webp"}:
+                PurePosixPath(name).suffix.lower() not in IMAGE_EXTENSIONS:
             continue  # folders, macOS resource forks, hidden files, notes: not frames
         frames.append((name, entry))
         folders.add("/".join(parts[:-1]))
