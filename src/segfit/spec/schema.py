@@ -110,9 +110,9 @@ class VideoAugmentSpec:
     backend: Literal["fast", "reference"] = "fast"
     """Pixel kernels of the frames. ``fast``: OpenCV on uint8 (affine, resize to the model size, colour jitter),
     the same draws and geometry as ``reference`` with pixels within about a grey level of it, and a clip loads
-    1.8× as fast as with ``reference`` (3.4–3.6× the official pipeline). ``reference``: torchvision's PIL kernels (those of the official pipeline) and the float
-    resize of inference preprocessing, for pixel-exact comparisons. Masks are the same under both
-    (docs/video.md, "Clip loading")."""
+    1.8× as fast as with ``reference`` (3.4–3.6× the official pipeline). ``reference``: torchvision's PIL kernels
+    (those of the official pipeline) and the float resize of inference preprocessing, for pixel-exact comparisons.
+    Masks are the same under both (docs/video.md, "Clip loading")."""
 
     def __post_init__(self) -> None:
         for name in ("hflip", "grayscale"):
